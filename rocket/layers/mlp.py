@@ -1,0 +1,30 @@
+"""SwiGLU feed-forward block (Shazeer, 2020, arXiv 2002.05202): W_down (silu(x W_gate) * x W_up)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rocket.layers.init import kernel_init
+
+
+class SwiGLU(nn.Module):
+  """x[B, T, D] -> [B, T, D] through a gated hidden layer of width F."""
+
+  d_ff: int
+  n_layers: int = 1
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_btd: jax.Array) -> jax.Array:
+    d = x_btd.shape[-1]
+    w_gate_df = self.param("w_gate", kernel_init(("embed", "mlp")), (d, self.d_ff), self.param_dtype)
+    w_up_df = self.param("w_up", kernel_init(("embed", "mlp")), (d, self.d_ff), self.param_dtype)
+    w_down_fd = self.param("w_down", kernel_init(("mlp", "embed"), depth=self.n_layers),
+                           (self.d_ff, d), self.param_dtype)
+    x = x_btd.astype(self.dtype)
+    h_btf = nn.silu(x @ w_gate_df.astype(self.dtype)) * (x @ w_up_df.astype(self.dtype))
+    h_btf = nn.with_logical_constraint(h_btf, ("activation_batch", "activation_length", "activation_mlp"))
+    return h_btf @ w_down_fd.astype(self.dtype)
