@@ -116,6 +116,13 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   rows (process i holds rows [i * B_local, (i + 1) * B_local)).
   """
   sharding = batch_sharding(mesh)
+  shards = _mesh_size(mesh, BATCH_AXES)
+  for k, v in local_batch.items():
+    rows = np.shape(v)[0] * jax.process_count() if np.ndim(v) else 0
+    if not np.ndim(v) or rows % shards:
+      raise ConfigError(f"config field 'data.batch_size': batch entry {k!r} of shape {np.shape(v)} "
+                        f"({jax.process_count()} process(es)) has {rows} global rows, which the mesh's "
+                        f"data*fsdp = {shards} batch shards do not divide")
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
@@ -132,7 +139,8 @@ def maybe_initialize_distributed() -> bool:
     return False
   if jax.distributed.is_initialized():
     return True
-  if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+  if (os.environ.get("JAX_PLATFORMS", "").startswith("cpu")
+      and not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION")):  # respect an explicit "mpi"
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   kwargs = {}
   if addr:

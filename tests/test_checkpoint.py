@@ -30,8 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # A failed orbax restore leaves tensorstore reads/coroutines behind that die
 # noisily when garbage-collected ("Event loop is closed", GeneratorExit).
 # Harmless; silence them here and collect them before the next test file.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:coroutine .* was never awaited:RuntimeWarning"),
+]
 
 
 @pytest.fixture(autouse=True)

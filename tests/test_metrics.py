@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
 import struct
 import time
 from dataclasses import dataclass
@@ -180,15 +179,16 @@ def test_step_timer_excludes_compile_step() -> None:
     with pytest.raises(RuntimeError):
         timer.lap(1)
     timer.start()
-    time.sleep(0.2)  # "compile"
+    time.sleep(0.5)  # "compile"
     first = timer.lap(100)
-    assert first["step_time_s"] >= 0.2
+    assert first["step_time_s"] >= 0.5
     for _ in range(2):
         time.sleep(0.02)
         out = timer.lap(100)
-    assert 0.015 < out["step_time_s"] < 0.1  # compile step not averaged in
+    # Averaging the compile lap in would give >= (0.5 + 2 * 0.02) / 3 = 0.18.
+    assert 0.015 < out["step_time_s"] < 0.12
     assert out["tokens_per_sec"] == pytest.approx(100 / out["step_time_s"])
     timer.start()  # pause (eval) not counted
     time.sleep(0.01)
     out = timer.lap(400, n_steps=2)
-    assert out["step_time_s"] < 0.1
+    assert out["step_time_s"] < 0.12

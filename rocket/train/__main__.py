@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (ml_collections).",
@@ -20,6 +20,8 @@ flags.mark_flag_as_required("config")
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # absl's INFO chatter (XLA, tfds, orbax) only on request
+    logging.set_verbosity(logging.WARNING)
   from rocket.config import ConfigError, from_config_dict
   from rocket.data import DataError
   from rocket.train.checkpoint import CheckpointError

@@ -108,7 +108,11 @@ def sample_text(model: Transformer, params: Any, tokenizer: Any, cfg: Experiment
     return ""
   sampler = (SamplerConfig(greedy=True) if tc.sample_temperature == 0 else
              SamplerConfig(temperature=tc.sample_temperature, top_k=tc.sample_top_k, top_p=tc.sample_top_p))
-  params = jax.device_get(params)
+  if jax.process_count() > 1:  # params span other hosts' devices: gather (a collective: every process calls this)
+    from jax.experimental import multihost_utils
+    params = multihost_utils.process_allgather(params, tiled=True)
+  else:
+    params = jax.device_get(params)
   out = generate(model, {"params": params}, jnp.asarray(prompt)[None], jnp.array([len(prompt)]),
                  jax.random.key(seed), max_new_tokens=n_new, sampler=sampler)
   return tc.sample_prompt + tokenizer.decode(np.asarray(out[0]))
@@ -192,6 +196,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         bar.write(f"step {step}: eval loss {eval_result['loss']:.4f}, bits/byte {eval_result['bits_per_byte']:.4f}")
       if is_ckpt:
         ckpt.save(step, state, data_state=data.train.get_state(), meta={"config": to_dict(cfg)})
+        writer.flush()  # metrics up to a checkpoint survive a crash
       jax.block_until_ready(state)
       timer.start()  # don't count eval / checkpoint time as step time
       timed_until = step

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import time
-import uuid
 from typing import Any, Mapping
 
 import numpy as np
@@ -166,10 +165,10 @@ class MetricWriter:
             from tensorboardX import SummaryWriter  # heavy import, lazily
 
             os.makedirs(self.logdir, exist_ok=True)
-            # Unique suffix: a restart within the same second must not
-            # overwrite the previous run's event file (same default name).
+            # Unique, sortable suffix: a restart within the same second must
+            # not overwrite the previous run's event file (same default name).
             self._tb = SummaryWriter(
-                self.logdir, filename_suffix=f".{uuid.uuid4().hex[:8]}")
+                self.logdir, filename_suffix=f".{time.time_ns():020d}")
             # Append: a resumed run continues the same file.
             self._jsonl = open(os.path.join(self.logdir, self.JSONL), "a",
                                encoding="utf-8")

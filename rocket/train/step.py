@@ -70,9 +70,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation) -> Calla
     metrics = {
         "loss": loss,
         "bits_per_byte": sums["nats"] / jnp.log(2.0) / jnp.maximum(sums["bytes"], 1.0),
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
-        "update_norm": optax.global_norm(updates),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
+        "update_norm": optax.tree.norm(updates),
         "tokens": sums["tokens"],
     }
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
