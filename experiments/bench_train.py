@@ -34,63 +34,97 @@ SIZES = {
 
 
 def synthetic_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-  rng = np.random.default_rng(seed)
-  toks = rng.integers(2, vocab, size=(batch, seq + 1)).astype(np.int32)
-  return {"inputs": toks[:, :-1], "targets": toks[:, 1:], "positions": np.tile(np.arange(seq, dtype=np.int32), (batch, 1)),
-          "segment_ids": np.ones((batch, seq), np.int32), "weights": np.ones((batch, seq), np.float32),
-          "num_bytes": np.ones((batch, seq), np.int32)}
+    rng = np.random.default_rng(seed)
+    toks = rng.integers(2, vocab, size=(batch, seq + 1)).astype(np.int32)
+    return {
+        "inputs": toks[:, :-1],
+        "targets": toks[:, 1:],
+        "positions": np.tile(np.arange(seq, dtype=np.int32), (batch, 1)),
+        "segment_ids": np.ones((batch, seq), np.int32),
+        "weights": np.ones((batch, seq), np.float32),
+        "num_bytes": np.ones((batch, seq), np.int32),
+    }
 
 
 def bench(name: str, steps: int, dtype: str, scan: bool, remat: str, vocab: int) -> dict:
-  d, layers, heads, kv, seq, batch = SIZES[name]
-  cfg = ExperimentConfig(
-      model=ModelConfig(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads, n_kv_heads=kv, max_seq_len=seq,
-                        dtype=dtype, scan_layers=scan, remat=remat),
-      data=DataConfig(seq_len=seq, batch_size=batch), optim=OptimConfig(), train=TrainConfig(steps=steps + 1))
-  trainer = Trainer.build(cfg)
-  state = trainer.init(0)
-  batch_np = synthetic_batch(batch, seq, vocab)
-  t0 = time.perf_counter()
-  state, m = trainer.step(state, batch_np)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
+    d, layers, heads, kv, seq, batch = SIZES[name]
+    cfg = ExperimentConfig(
+        model=ModelConfig(
+            vocab_size=vocab,
+            d_model=d,
+            n_layers=layers,
+            n_heads=heads,
+            n_kv_heads=kv,
+            max_seq_len=seq,
+            dtype=dtype,
+            scan_layers=scan,
+            remat=remat,
+        ),
+        data=DataConfig(seq_len=seq, batch_size=batch),
+        optim=OptimConfig(),
+        train=TrainConfig(steps=steps + 1),
+    )
+    trainer = Trainer.build(cfg)
+    state = trainer.init(0)
+    batch_np = synthetic_batch(batch, seq, vocab)
     t0 = time.perf_counter()
     state, m = trainer.step(state, batch_np)
     jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  step_s = statistics.median(times)
-  tok_s = batch * seq / step_s
-  fpt = flops_per_token(cfg.model, seq)
-  peak = peak_flops(jax.devices()[0], dtype)
-  util = mfu(fpt, tok_s, peak, jax.device_count())
-  return {"size": name, "params_M": param_count(cfg.model) / 1e6, "mflops_per_token": fpt / 1e6,
-          "compile_s": compile_s, "step_ms": step_s * 1e3, "tokens_per_s": tok_s, "tflops": fpt * tok_s / 1e12,
-          "mfu": util, "loss": float(m["loss"])}
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, m = trainer.step(state, batch_np)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    tok_s = batch * seq / step_s
+    fpt = flops_per_token(cfg.model, seq)
+    peak = peak_flops(jax.devices()[0], dtype)
+    util = mfu(fpt, tok_s, peak, jax.device_count())
+    return {
+        "size": name,
+        "params_M": param_count(cfg.model) / 1e6,
+        "mflops_per_token": fpt / 1e6,
+        "compile_s": compile_s,
+        "step_ms": step_s * 1e3,
+        "tokens_per_s": tok_s,
+        "tflops": fpt * tok_s / 1e12,
+        "mfu": util,
+        "loss": float(m["loss"]),
+    }
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  on_cpu = jax.default_backend() == "cpu"
-  parser.add_argument("--sizes", default="tiny,small,base" if on_cpu else "small,base,gpt2s,1b")
-  parser.add_argument("--steps", type=int, default=5 if on_cpu else 20)
-  parser.add_argument("--dtype", default="float32" if on_cpu else "bfloat16")
-  parser.add_argument("--scan", action="store_true", help="nn.scan over layers")
-  parser.add_argument("--remat", default="none")
-  parser.add_argument("--vocab", type=int, default=258)
-  args = parser.parse_args()
-  enable_compilation_cache()
-  dev = jax.devices()[0]
-  print(f"device: {dev.device_kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}, "
-        f"dtype {args.dtype}, scan={args.scan}, remat={args.remat}")
-  print(f"{'size':>6} {'params':>8} {'MFLOP/tok':>10} {'compile':>8} {'step':>10} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>7}")
-  for name in args.sizes.split(","):
-    r = bench(name, args.steps, args.dtype, args.scan, args.remat, args.vocab)
-    mfu_s = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-    print(f"{r['size']:>6} {r['params_M']:>7.2f}M {r['mflops_per_token']:>10.1f} {r['compile_s']:>7.1f}s "
-          f"{r['step_ms']:>8.1f}ms {r['tokens_per_s']:>10.0f} {r['tflops']:>8.3f} {mfu_s:>7}", flush=True)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    on_cpu = jax.default_backend() == "cpu"
+    parser.add_argument("--sizes", default="tiny,small,base" if on_cpu else "small,base,gpt2s,1b")
+    parser.add_argument("--steps", type=int, default=5 if on_cpu else 20)
+    parser.add_argument("--dtype", default="float32" if on_cpu else "bfloat16")
+    parser.add_argument("--scan", action="store_true", help="nn.scan over layers")
+    parser.add_argument("--remat", default="none")
+    parser.add_argument("--vocab", type=int, default=258)
+    args = parser.parse_args()
+    enable_compilation_cache()
+    dev = jax.devices()[0]
+    print(
+        f"device: {dev.device_kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}, "
+        f"dtype {args.dtype}, scan={args.scan}, remat={args.remat}"
+    )
+    print(
+        f"{'size':>6} {'params':>8} {'MFLOP/tok':>10} {'compile':>8} {'step':>10} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>7}"
+    )
+    for name in args.sizes.split(","):
+        r = bench(name, args.steps, args.dtype, args.scan, args.remat, args.vocab)
+        mfu_s = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        print(
+            f"{r['size']:>6} {r['params_M']:>7.2f}M {r['mflops_per_token']:>10.1f} {r['compile_s']:>7.1f}s "
+            f"{r['step_ms']:>8.1f}ms {r['tokens_per_s']:>10.0f} {r['tflops']:>8.3f} {mfu_s:>7}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
-  main()
+    main()

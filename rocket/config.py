@@ -12,18 +12,19 @@ Sections: `model` (`ModelConfig`), `data` (`DataConfig`), `optim` (`OptimConfig`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import ml_collections
 
 
 class ConfigError(ValueError):
-  """A configuration value is unknown, out of range, or inconsistent with another value."""
+    """A configuration value is unknown, out of range, or inconsistent with another value."""
 
 
 def _check(cond: bool, field: str, msg: str) -> None:
-  if not cond:
-    raise ConfigError(f"config field '{field}': {msg}")
+    if not cond:
+        raise ConfigError(f"config field '{field}': {msg}")
 
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
@@ -32,264 +33,295 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The decoder's shape and numerics.
+    """The decoder's shape and numerics.
 
-  Attributes:
-    vocab_size: number of token ids; must cover the tokenizer's vocabulary.
-    d_model: residual-stream width D.
-    n_layers: number of decoder blocks L.
-    n_heads: query heads H.
-    n_kv_heads: key/value heads H_kv (grouped-query attention; H_kv == H is multi-head,
-      H_kv == 1 is multi-query). H must be divisible by H_kv.
-    head_dim: per-head width D_h; default D // H.
-    d_ff: SwiGLU hidden width F; default 8/3 * D rounded up to a multiple of 64.
-    max_seq_len: the longest sequence (prompt + generation) the model is configured for.
-    rope_theta: RoPE base frequency.
-    norm_eps: RMSNorm epsilon.
-    tie_embeddings: score logits against the input embedding matrix (no separate unembedding).
-    dtype: compute dtype of activations and matmuls ("float32" or "bfloat16"). Softmax,
-      normalisation statistics and logits are always float32.
-    param_dtype: storage dtype of parameters (float32 is the recommended policy).
-    scan_layers: stack the blocks with `nn.scan` (one compiled block, params with a leading
-      'layers' axis). Faster compiles for deep models.
-    remat: rematerialisation policy of each block: "none", "full" (save nothing),
-      "dots" (save matmul outputs), "dots_no_batch" (save matmuls without batch dims).
-    init_std: standard deviation of the embedding initialiser.
-    attention_impl: "xla" (the jnp reference, every backend) or "auto" (the fastest available
-      implementation for the backend; today that is "xla" everywhere).
-  """
+    Attributes:
+      vocab_size: number of token ids; must cover the tokenizer's vocabulary.
+      d_model: residual-stream width D.
+      n_layers: number of decoder blocks L.
+      n_heads: query heads H.
+      n_kv_heads: key/value heads H_kv (grouped-query attention; H_kv == H is multi-head,
+        H_kv == 1 is multi-query). H must be divisible by H_kv.
+      head_dim: per-head width D_h; default D // H.
+      d_ff: SwiGLU hidden width F; default 8/3 * D rounded up to a multiple of 64.
+      max_seq_len: the longest sequence (prompt + generation) the model is configured for.
+      rope_theta: RoPE base frequency.
+      norm_eps: RMSNorm epsilon.
+      tie_embeddings: score logits against the input embedding matrix (no separate unembedding).
+      dtype: compute dtype of activations and matmuls ("float32" or "bfloat16"). Softmax,
+        normalisation statistics and logits are always float32.
+      param_dtype: storage dtype of parameters (float32 is the recommended policy).
+      scan_layers: stack the blocks with `nn.scan` (one compiled block, params with a leading
+        'layers' axis). Faster compiles for deep models.
+      remat: rematerialisation policy of each block: "none", "full" (save nothing),
+        "dots" (save matmul outputs), "dots_no_batch" (save matmuls without batch dims).
+      init_std: standard deviation of the embedding initialiser.
+      attention_impl: "xla" (the jnp reference, every backend) or "auto" (the fastest available
+        implementation for the backend; today that is "xla" everywhere).
+    """
 
-  vocab_size: int = 258
-  d_model: int = 256
-  n_layers: int = 4
-  n_heads: int = 4
-  n_kv_heads: int = 2
-  head_dim: int | None = None
-  d_ff: int | None = None
-  max_seq_len: int = 256
-  rope_theta: float = 10_000.0
-  norm_eps: float = 1e-6
-  tie_embeddings: bool = True
-  dtype: str = "float32"
-  param_dtype: str = "float32"
-  scan_layers: bool = False
-  remat: str = "none"
-  init_std: float = 0.02
-  attention_impl: str = "xla"
+    vocab_size: int = 258
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int | None = None
+    d_ff: int | None = None
+    max_seq_len: int = 256
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = True
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: str = "none"
+    init_std: float = 0.02
+    attention_impl: str = "xla"
 
-  def __post_init__(self):
-    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
-      _check(int(getattr(self, name)) >= 1, name, f"must be a positive integer, got {getattr(self, name)}")
-    _check(self.d_model % self.n_heads == 0 or self.head_dim is not None, "d_model",
-           f"d_model={self.d_model} is not divisible by n_heads={self.n_heads} (or set head_dim)")
-    _check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads",
-           f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
-    _check(self.head_dim is None or self.head_dim >= 1, "head_dim", "must be positive")
-    _check(self.resolved_head_dim % 2 == 0, "head_dim",
-           f"RoPE needs an even head dimension, got {self.resolved_head_dim}")
-    _check(self.d_ff is None or self.d_ff >= 1, "d_ff", "must be positive")
-    _check(self.rope_theta > 0, "rope_theta", "must be positive")
-    _check(self.norm_eps > 0, "norm_eps", "must be positive")
-    _check(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
-    _check(self.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}, got {self.param_dtype!r}")
-    _check(self.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}, got {self.remat!r}")
-    _check(self.attention_impl in ("xla", "auto"), "attention_impl",
-           f"must be 'xla' or 'auto', got {self.attention_impl!r}")
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
+            _check(
+                int(getattr(self, name)) >= 1, name, f"must be a positive integer, got {getattr(self, name)}"
+            )
+        _check(
+            self.d_model % self.n_heads == 0 or self.head_dim is not None,
+            "d_model",
+            f"d_model={self.d_model} is not divisible by n_heads={self.n_heads} (or set head_dim)",
+        )
+        _check(
+            self.n_heads % self.n_kv_heads == 0,
+            "n_kv_heads",
+            f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}",
+        )
+        _check(self.head_dim is None or self.head_dim >= 1, "head_dim", "must be positive")
+        _check(
+            self.resolved_head_dim % 2 == 0,
+            "head_dim",
+            f"RoPE needs an even head dimension, got {self.resolved_head_dim}",
+        )
+        _check(self.d_ff is None or self.d_ff >= 1, "d_ff", "must be positive")
+        _check(self.rope_theta > 0, "rope_theta", "must be positive")
+        _check(self.norm_eps > 0, "norm_eps", "must be positive")
+        _check(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
+        _check(
+            self.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}, got {self.param_dtype!r}"
+        )
+        _check(self.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}, got {self.remat!r}")
+        _check(
+            self.attention_impl in ("xla", "auto"),
+            "attention_impl",
+            f"must be 'xla' or 'auto', got {self.attention_impl!r}",
+        )
 
-  @property
-  def resolved_head_dim(self) -> int:
-    return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
 
-  @property
-  def resolved_d_ff(self) -> int:
-    if self.d_ff is not None:
-      return self.d_ff
-    return -(-(8 * self.d_model // 3) // 64) * 64
+    @property
+    def resolved_d_ff(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        return -(-(8 * self.d_model // 3) // 64) * 64
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """Where tokens come from.
+    """Where tokens come from.
 
-  Attributes:
-    corpus: "stdlib" (this Python's standard-library sources, the built-in corpus), a folder,
-      a glob of text files, or "tfds:<name>" for a TFDS catalog dataset (needs the network).
-    tokenizer: "byte" (vocab 258) or "sentencepiece" (BPE trained locally on the corpus).
-    spm_vocab_size: vocabulary size of the locally trained SentencePiece model.
-    seq_len: tokens per packed training row.
-    batch_size: rows per global batch (split over the data-parallel axes).
-    val_fraction: fraction of files (by path hash) held out for validation, in (0, 1).
-    eval_batches: number of validation batches per evaluation.
-    cache_dir: where prepared corpora and tokenizers are cached ("" = ~/.cache/rocket or
-      $ROCKET_CACHE_DIR).
-  """
+    Attributes:
+      corpus: "stdlib" (this Python's standard-library sources, the built-in corpus), a folder,
+        a glob of text files, or "tfds:<name>" for a TFDS catalog dataset (needs the network).
+      tokenizer: "byte" (vocab 258) or "sentencepiece" (BPE trained locally on the corpus).
+      spm_vocab_size: vocabulary size of the locally trained SentencePiece model.
+      seq_len: tokens per packed training row.
+      batch_size: rows per global batch (split over the data-parallel axes).
+      val_fraction: fraction of files (by path hash) held out for validation, in (0, 1).
+      eval_batches: number of validation batches per evaluation.
+      cache_dir: where prepared corpora and tokenizers are cached ("" = ~/.cache/rocket or
+        $ROCKET_CACHE_DIR).
+    """
 
-  corpus: str = "stdlib"
-  tokenizer: str = "byte"
-  spm_vocab_size: int = 4096
-  seq_len: int = 256
-  batch_size: int = 16
-  val_fraction: float = 0.05
-  eval_batches: int = 8
-  cache_dir: str = ""
+    corpus: str = "stdlib"
+    tokenizer: str = "byte"
+    spm_vocab_size: int = 4096
+    seq_len: int = 256
+    batch_size: int = 16
+    val_fraction: float = 0.05
+    eval_batches: int = 8
+    cache_dir: str = ""
 
-  def __post_init__(self):
-    _check(self.tokenizer in ("byte", "sentencepiece"), "tokenizer",
-           f"must be 'byte' or 'sentencepiece', got {self.tokenizer!r}")
-    _check(self.seq_len >= 2, "seq_len", f"must be >= 2, got {self.seq_len}")
-    _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-    _check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-    _check(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
-    _check(self.spm_vocab_size >= 64, "spm_vocab_size", f"must be >= 64, got {self.spm_vocab_size}")
+    def __post_init__(self):
+        _check(
+            self.tokenizer in ("byte", "sentencepiece"),
+            "tokenizer",
+            f"must be 'byte' or 'sentencepiece', got {self.tokenizer!r}",
+        )
+        _check(self.seq_len >= 2, "seq_len", f"must be >= 2, got {self.seq_len}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        _check(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
+        _check(self.spm_vocab_size >= 64, "spm_vocab_size", f"must be >= 64, got {self.spm_vocab_size}")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-  """optax optimizer and learning-rate schedule.
+    """optax optimizer and learning-rate schedule.
 
-  Attributes:
-    name: "adamw" (optax.adamw) or "adafactor", "lion", "sgd".
-    lr: peak learning rate.
-    schedule: "cosine" (linear warmup + cosine decay), "constant" (warmup then constant),
-      "linear" (warmup + linear decay), "wsd" (warmup-stable-decay, decay over `decay_fraction`).
-    warmup_steps: linear warmup length in steps.
-    min_lr_ratio: final learning rate as a fraction of `lr`, in [0, 1].
-    decay_fraction: for "wsd", the fraction of the run spent decaying, in (0, 1].
-    b1, b2, eps: Adam moments.
-    weight_decay: decoupled weight decay, applied to matrices only (not to norm scales).
-    grad_clip: global-norm clipping threshold (0 disables).
-  """
+    Attributes:
+      name: "adamw" (optax.adamw) or "adafactor", "lion", "sgd".
+      lr: peak learning rate.
+      schedule: "cosine" (linear warmup + cosine decay), "constant" (warmup then constant),
+        "linear" (warmup + linear decay), "wsd" (warmup-stable-decay, decay over `decay_fraction`).
+      warmup_steps: linear warmup length in steps.
+      min_lr_ratio: final learning rate as a fraction of `lr`, in [0, 1].
+      decay_fraction: for "wsd", the fraction of the run spent decaying, in (0, 1].
+      b1, b2, eps: Adam moments.
+      weight_decay: decoupled weight decay, applied to matrices only (not to norm scales).
+      grad_clip: global-norm clipping threshold (0 disables).
+    """
 
-  name: str = "adamw"
-  lr: float = 3e-3
-  schedule: str = "cosine"
-  warmup_steps: int = 50
-  min_lr_ratio: float = 0.1
-  decay_fraction: float = 0.2
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
-  weight_decay: float = 0.1
-  grad_clip: float = 1.0
+    name: str = "adamw"
+    lr: float = 3e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    decay_fraction: float = 0.2
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
 
-  def __post_init__(self):
-    _check(self.name in ("adamw", "adafactor", "lion", "sgd"), "name", f"unknown optimizer {self.name!r}")
-    _check(self.schedule in ("cosine", "constant", "linear", "wsd"), "schedule",
-           f"unknown schedule {self.schedule!r}")
-    _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
-    _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-    _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-    _check(0.0 < self.decay_fraction <= 1.0, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
-    _check(0.0 <= self.b1 < 1.0, "b1", "must be in [0, 1)")
-    _check(0.0 <= self.b2 < 1.0, "b2", "must be in [0, 1)")
-    _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-    _check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+    def __post_init__(self):
+        _check(self.name in ("adamw", "adafactor", "lion", "sgd"), "name", f"unknown optimizer {self.name!r}")
+        _check(
+            self.schedule in ("cosine", "constant", "linear", "wsd"),
+            "schedule",
+            f"unknown schedule {self.schedule!r}",
+        )
+        _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _check(
+            0.0 < self.decay_fraction <= 1.0,
+            "decay_fraction",
+            f"must be in (0, 1], got {self.decay_fraction}",
+        )
+        _check(0.0 <= self.b1 < 1.0, "b1", "must be in [0, 1)")
+        _check(0.0 <= self.b2 < 1.0, "b2", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class ParallelConfig:
-  """Device mesh with axes (data, fsdp, tensor); -1 on one axis means "all remaining devices"."""
+    """Device mesh with axes (data, fsdp, tensor); -1 on one axis means "all remaining devices"."""
 
-  data: int = -1
-  fsdp: int = 1
-  tensor: int = 1
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
 
-  def __post_init__(self):
-    sizes = (self.data, self.fsdp, self.tensor)
-    _check(sum(s == -1 for s in sizes) <= 1, "parallel", "at most one axis may be -1")
-    for name, s in zip(("data", "fsdp", "tensor"), sizes):
-      _check(s == -1 or s >= 1, name, f"must be -1 or a positive integer, got {s}")
+    def __post_init__(self):
+        sizes = (self.data, self.fsdp, self.tensor)
+        _check(sum(s == -1 for s in sizes) <= 1, "parallel", "at most one axis may be -1")
+        for name, s in zip(("data", "fsdp", "tensor"), sizes):
+            _check(s == -1 or s >= 1, name, f"must be -1 or a positive integer, got {s}")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """The training run.
+    """The training run.
 
-  Attributes:
-    steps: total optimizer steps.
-    seed: seeds parameters init, data order and the step RNG.
-    workdir: checkpoints go to workdir/checkpoints, metrics to workdir/logs.
-    log_every / eval_every / ckpt_every: intervals in steps (eval and checkpoint also run at
-      the last step).
-    keep_checkpoints: how many checkpoints to keep.
-    sample_tokens: length of the sample generated at the end (0 disables).
-    sample_prompt: its prompt.
-    sample_temperature / sample_top_k / sample_top_p: its sampler.
-    progress: show a progress bar.
-  """
+    Attributes:
+      steps: total optimizer steps.
+      seed: seeds parameters init, data order and the step RNG.
+      workdir: checkpoints go to workdir/checkpoints, metrics to workdir/logs.
+      log_every / eval_every / ckpt_every: intervals in steps (eval and checkpoint also run at
+        the last step).
+      keep_checkpoints: how many checkpoints to keep.
+      sample_tokens: length of the sample generated at the end (0 disables).
+      sample_prompt: its prompt.
+      sample_temperature / sample_top_k / sample_top_p: its sampler.
+      progress: show a progress bar.
+    """
 
-  steps: int = 1000
-  seed: int = 0
-  workdir: str = "runs/default"
-  log_every: int = 10
-  eval_every: int = 200
-  ckpt_every: int = 200
-  keep_checkpoints: int = 3
-  sample_tokens: int = 200
-  sample_prompt: str = "def "
-  sample_temperature: float = 0.8
-  sample_top_k: int = 0
-  sample_top_p: float = 0.95
-  progress: bool = True
+    steps: int = 1000
+    seed: int = 0
+    workdir: str = "runs/default"
+    log_every: int = 10
+    eval_every: int = 200
+    ckpt_every: int = 200
+    keep_checkpoints: int = 3
+    sample_tokens: int = 200
+    sample_prompt: str = "def "
+    sample_temperature: float = 0.8
+    sample_top_k: int = 0
+    sample_top_p: float = 0.95
+    progress: bool = True
 
-  def __post_init__(self):
-    _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
-    for name in ("log_every", "eval_every", "ckpt_every", "keep_checkpoints"):
-      _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-    _check(self.sample_tokens >= 0, "sample_tokens", "must be >= 0")
-    _check(self.sample_temperature >= 0, "sample_temperature", "must be >= 0 (0 = greedy)")
-    _check(self.sample_top_k >= 0, "sample_top_k", "must be >= 0 (0 = off)")
-    _check(0.0 < self.sample_top_p <= 1.0, "sample_top_p", f"must be in (0, 1], got {self.sample_top_p}")
+    def __post_init__(self):
+        _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        for name in ("log_every", "eval_every", "ckpt_every", "keep_checkpoints"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.sample_tokens >= 0, "sample_tokens", "must be >= 0")
+        _check(self.sample_temperature >= 0, "sample_temperature", "must be >= 0 (0 = greedy)")
+        _check(self.sample_top_k >= 0, "sample_top_k", "must be >= 0 (0 = off)")
+        _check(0.0 < self.sample_top_p <= 1.0, "sample_top_p", f"must be in (0, 1], got {self.sample_top_p}")
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-  model: ModelConfig = ModelConfig()
-  data: DataConfig = DataConfig()
-  optim: OptimConfig = OptimConfig()
-  parallel: ParallelConfig = ParallelConfig()
-  train: TrainConfig = TrainConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    parallel: ParallelConfig = ParallelConfig()
+    train: TrainConfig = TrainConfig()
 
-  def __post_init__(self):
-    _check(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
-           f"seq_len={self.data.seq_len} is longer than model.max_seq_len={self.model.max_seq_len}")
+    def __post_init__(self):
+        _check(
+            self.data.seq_len <= self.model.max_seq_len,
+            "data.seq_len",
+            f"seq_len={self.data.seq_len} is longer than model.max_seq_len={self.model.max_seq_len}",
+        )
 
 
 T = TypeVar("T")
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
-  """Builds dataclass `cls` from a mapping, rejecting unknown keys by name (nested sections ok)."""
-  fields = {f.name: f for f in dataclasses.fields(cls)}
-  kwargs = {}
-  for key, value in values.items():
-    path = f"{prefix}{key}"
-    if key not in fields:
-      raise ConfigError(f"config field '{path}': unknown key; valid keys of '{prefix.rstrip('.') or cls.__name__}' "
-                        f"are {sorted(fields)}")
-    default = fields[key].default
-    if dataclasses.is_dataclass(default):
-      kwargs[key] = from_dict(type(default), value, prefix=f"{path}.")
-    else:
-      kwargs[key] = value
-  try:
-    return cls(**kwargs)
-  except ConfigError:
-    raise
-  except TypeError as e:  # wrong value types surface as TypeErrors inside __post_init__
-    raise ConfigError(f"config section '{prefix.rstrip('.') or cls.__name__}': {e}") from None
+    """Builds dataclass `cls` from a mapping, rejecting unknown keys by name (nested sections ok)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"config field '{path}': unknown key; valid keys of '{prefix.rstrip('.') or cls.__name__}' "
+                f"are {sorted(fields)}"
+            )
+        default = fields[key].default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = from_dict(type(default), value, prefix=f"{path}.")
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as e:  # wrong value types surface as TypeErrors inside __post_init__
+        raise ConfigError(f"config section '{prefix.rstrip('.') or cls.__name__}': {e}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-  return dataclasses.asdict(cfg)
+    return dataclasses.asdict(cfg)
 
 
 def from_config_dict(cd: ml_collections.ConfigDict | Mapping[str, Any]) -> ExperimentConfig:
-  """ml_collections config (with command-line overrides applied) -> validated ExperimentConfig."""
-  values = cd.to_dict() if isinstance(cd, ml_collections.ConfigDict) else dict(cd)
-  return from_dict(ExperimentConfig, values)
+    """ml_collections config (with command-line overrides applied) -> validated ExperimentConfig."""
+    values = cd.to_dict() if isinstance(cd, ml_collections.ConfigDict) else dict(cd)
+    return from_dict(ExperimentConfig, values)
 
 
 def to_config_dict(cfg: ExperimentConfig) -> ml_collections.ConfigDict:
-  """The inverse of `from_config_dict`: a ConfigDict with every field, for experiment files."""
-  return ml_collections.ConfigDict(to_dict(cfg))
+    """The inverse of `from_config_dict`: a ConfigDict with every field, for experiment files."""
+    return ml_collections.ConfigDict(to_dict(cfg))

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rocket.config import ConfigError, ParallelConfig
 
@@ -55,102 +57,124 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 
 def resolve_mesh_shape(pcfg: ParallelConfig, n_devices: int) -> tuple[int, int, int]:
-  """Fills the one -1 axis with the remaining devices and checks the product."""
-  sizes = [pcfg.data, pcfg.fsdp, pcfg.tensor]
-  known = int(np.prod([s for s in sizes if s != -1]))
-  if -1 in sizes:
-    if n_devices % known:
-      raise ConfigError(f"config field 'parallel': {n_devices} devices cannot be split with "
-                        f"data={pcfg.data}, fsdp={pcfg.fsdp}, tensor={pcfg.tensor}")
-    sizes[sizes.index(-1)] = n_devices // known
-  if int(np.prod(sizes)) != n_devices:
-    raise ConfigError(f"config field 'parallel': data*fsdp*tensor = {int(np.prod(sizes))} but there are "
-                      f"{n_devices} devices")
-  return tuple(sizes)  # type: ignore[return-value]
+    """Fills the one -1 axis with the remaining devices and checks the product."""
+    sizes = [pcfg.data, pcfg.fsdp, pcfg.tensor]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if n_devices % known:
+            raise ConfigError(
+                f"config field 'parallel': {n_devices} devices cannot be split with "
+                f"data={pcfg.data}, fsdp={pcfg.fsdp}, tensor={pcfg.tensor}"
+            )
+        sizes[sizes.index(-1)] = n_devices // known
+    if int(np.prod(sizes)) != n_devices:
+        raise ConfigError(
+            f"config field 'parallel': data*fsdp*tensor = {int(np.prod(sizes))} but there are "
+            f"{n_devices} devices"
+        )
+    return tuple(sizes)  # type: ignore[return-value]
 
 
 def make_mesh(pcfg: ParallelConfig = ParallelConfig(), devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh with Auto axis types over `devices` (default: all devices)."""
-  devices = list(devices) if devices is not None else jax.devices()
-  shape = resolve_mesh_shape(pcfg, len(devices))
-  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-  return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
+    """A (data, fsdp, tensor) mesh with Auto axis types over `devices` (default: all devices)."""
+    devices = list(devices) if devices is not None else jax.devices()
+    shape = resolve_mesh_shape(pcfg, len(devices))
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
 
 
 def _mesh_size(mesh: Mesh, axes: Any) -> int:
-  if axes is None:
-    return 1
-  axes = (axes,) if isinstance(axes, str) else tuple(axes)
-  return int(np.prod([mesh.shape[a] for a in axes]))
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    return int(np.prod([mesh.shape[a] for a in axes]))
 
 
 def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
-  """Replicates the dims of `spec` whose size is not divisible by their mesh axes."""
-  dims = tuple(spec) + (None,) * (len(shape) - len(spec))
-  return P(*(ax if n % _mesh_size(mesh, ax) == 0 else None for ax, n in zip(dims, shape)))
+    """Replicates the dims of `spec` whose size is not divisible by their mesh axes."""
+    dims = tuple(spec) + (None,) * (len(shape) - len(spec))
+    return P(*(ax if n % _mesh_size(mesh, ax) == 0 else None for ax, n in zip(dims, shape)))
 
 
-def logical_to_shardings(abstract_boxed: Any, mesh: Mesh,
-                         rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
-  """NamedShardings for the *unboxed* version of a tree whose leaves may be `nn.Partitioned`.
+def logical_to_shardings(
+    abstract_boxed: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
+) -> Any:
+    """NamedShardings for the *unboxed* version of a tree whose leaves may be `nn.Partitioned`.
 
-  `abstract_boxed` is typically `jax.eval_shape(init_fn, ...)`: parameters and the optimizer's
-  parameter-shaped moments carry logical names; everything else (step counters, RNG) is replicated.
-  """
-  logical_specs = nn.get_partition_spec(abstract_boxed)
-  mesh_specs = nn.logical_to_mesh(logical_specs, rules)
-  shapes = nn.meta.unbox(abstract_boxed)
-  return jax.tree.map(lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
-                      mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
+    `abstract_boxed` is typically `jax.eval_shape(init_fn, ...)`: parameters and the optimizer's
+    parameter-shaped moments carry logical names; everything else (step counters, RNG) is replicated.
+    """
+    logical_specs = nn.get_partition_spec(abstract_boxed)
+    mesh_specs = nn.logical_to_mesh(logical_specs, rules)
+    shapes = nn.meta.unbox(abstract_boxed)
+    return jax.tree.map(
+        lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
+        mesh_specs,
+        shapes,
+        is_leaf=lambda s: isinstance(s, P),
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """[batch, ...] arrays split over (data, fsdp), replicated over tensor."""
-  return NamedSharding(mesh, P(BATCH_AXES))
+    """[batch, ...] arrays split over (data, fsdp), replicated over tensor."""
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles each process's slice of the batch into global arrays sharded on the batch axes.
+    """Assembles each process's slice of the batch into global arrays sharded on the batch axes.
 
-  Single process: the local batch is the global batch. Multi-host: every process passes its own
-  rows (process i holds rows [i * B_local, (i + 1) * B_local)).
-  """
-  sharding = batch_sharding(mesh)
-  shards = _mesh_size(mesh, BATCH_AXES)
-  for k, v in local_batch.items():
-    rows = np.shape(v)[0] * jax.process_count() if np.ndim(v) else 0
-    if not np.ndim(v) or rows % shards:
-      raise ConfigError(f"config field 'data.batch_size': batch entry {k!r} of shape {np.shape(v)} "
-                        f"({jax.process_count()} process(es)) has {rows} global rows, which the mesh's "
-                        f"data*fsdp = {shards} batch shards do not divide")
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+    Single process: the local batch is the global batch. Multi-host: every process passes its own
+    rows (process i holds rows [i * B_local, (i + 1) * B_local)).
+    """
+    sharding = batch_sharding(mesh)
+    shards = _mesh_size(mesh, BATCH_AXES)
+    for k, v in local_batch.items():
+        rows = np.shape(v)[0] * jax.process_count() if np.ndim(v) else 0
+        if not np.ndim(v) or rows % shards:
+            raise ConfigError(
+                f"config field 'data.batch_size': batch entry {k!r} of shape {np.shape(v)} "
+                f"({jax.process_count()} process(es)) has {rows} global rows, which the mesh's "
+                f"data*fsdp = {shards} batch shards do not divide"
+            )
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
 def maybe_initialize_distributed() -> bool:
-  """Calls `jax.distributed.initialize` when launched as one process of a multi-process job.
+    """Calls `jax.distributed.initialize` when launched as one process of a multi-process job.
 
-  Triggered by the standard settings: JAX_COORDINATOR_ADDRESS (host:port), JAX_NUM_PROCESSES and
-  JAX_PROCESS_ID (the same names jax reads), or a cluster jax auto-detects (Cloud TPU, SLURM,
-  Open MPI) when ROCKET_DISTRIBUTED=1. Returns whether it initialised. On CPU it selects the gloo
-  collectives so processes can all-reduce over localhost.
-  """
-  addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if not addr and os.environ.get("ROCKET_DISTRIBUTED") != "1":
-    return False
-  if jax.distributed.is_initialized():
+    Triggered by the standard settings: JAX_COORDINATOR_ADDRESS (host:port), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID (the same names jax reads), or a cluster jax auto-detects (Cloud TPU, SLURM,
+    Open MPI) when ROCKET_DISTRIBUTED=1. Returns whether it initialised. On CPU it selects the gloo
+    collectives so processes can all-reduce over localhost.
+    """
+    addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not addr and os.environ.get("ROCKET_DISTRIBUTED") != "1":
+        return False
+    if jax.distributed.is_initialized():
+        return True
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") and not os.environ.get(
+        "JAX_CPU_COLLECTIVES_IMPLEMENTATION"
+    ):  # respect an explicit "mpi"
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if addr:
+        try:
+            kwargs = dict(
+                coordinator_address=addr,
+                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                process_id=int(os.environ["JAX_PROCESS_ID"]),
+            )
+        except KeyError as e:
+            raise ConfigError(
+                f"JAX_COORDINATOR_ADDRESS is set but {e.args[0]} is not; set JAX_NUM_PROCESSES and "
+                "JAX_PROCESS_ID too"
+            ) from None
+    jax.distributed.initialize(**kwargs)
+    logging.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return True
-  if (os.environ.get("JAX_PLATFORMS", "").startswith("cpu")
-      and not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION")):  # respect an explicit "mpi"
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kwargs = {}
-  if addr:
-    try:
-      kwargs = dict(coordinator_address=addr, num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                    process_id=int(os.environ["JAX_PROCESS_ID"]))
-    except KeyError as e:
-      raise ConfigError(f"JAX_COORDINATOR_ADDRESS is set but {e.args[0]} is not; set JAX_NUM_PROCESSES and "
-                        "JAX_PROCESS_ID too") from None
-  jax.distributed.initialize(**kwargs)
-  logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
-  return True

@@ -1,14 +1,18 @@
-"""Test setup: persistent compilation cache, float32 matmul precision, deterministic CPU."""
+"""Test setup: CPU only, the persistent compilation cache on (inherited by subprocesses through the
+environment), float32 matmul precision."""
 
 import os
 
+_CACHE = os.environ.get(
+    "ROCKET_TEST_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rocket", "jax_test_cache")
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
 
 import jax  # noqa: E402
 
-_CACHE = os.environ.get("ROCKET_TEST_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rocket", "jax_test_cache"))
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-jax.config.update("jax_default_matmul_precision", "float32")
+assert jax.config.jax_compilation_cache_dir == os.environ["JAX_COMPILATION_CACHE_DIR"]

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import flax.struct
 import jax
@@ -32,8 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Harmless; silence them here and collect them before the next test file.
 pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:coroutine .* was never awaited:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning"),
 ]
 
 
@@ -58,16 +58,20 @@ class TrainState:
 def make_state(step: int, scale: int = 1) -> TrainState:
     """A deterministic function of `step` (adamw state after one update)."""
     k = jax.random.key(step)
-    params = {"dense": {"kernel": jax.random.normal(k, (16 * scale, 8)),
-                        "bias": jnp.full((8,), float(step))},
-              "embed": jnp.arange(32 * scale, dtype=jnp.bfloat16).reshape(-1, 4)}
+    params = {
+        "dense": {"kernel": jax.random.normal(k, (16 * scale, 8)), "bias": jnp.full((8,), float(step))},
+        "embed": jnp.arange(32 * scale, dtype=jnp.bfloat16).reshape(-1, 4),
+    }
     tx = optax.adamw(1e-3)
     opt_state = tx.init(params)
     grads = jax.tree.map(lambda p: jnp.ones_like(p) * step, params)
     _, opt_state = tx.update(grads, opt_state, params)
-    return TrainState(params=params, opt_state=opt_state,
-                      step=jnp.asarray(step, jnp.int32),
-                      rng=jax.random.key_data(jax.random.key(1000 + step)))
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        step=jnp.asarray(step, jnp.int32),
+        rng=jax.random.key_data(jax.random.key(1000 + step)),
+    )
 
 
 def abstract_of(tree: Any) -> Any:
@@ -143,8 +147,8 @@ def test_restore_onto_sharding(tmp_path: Path) -> None:
         ck.save(3, state, data_state=None)
         for sharding in (jax.sharding.SingleDeviceSharding(dev), named):
             abstract = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                state)
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
+            )
             out, _, _ = ck.restore(3, abstract)
             assert_trees_equal(out, state)
             assert all(x.sharding == sharding for x in jax.tree.leaves(out))
@@ -185,8 +189,7 @@ def test_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _corrupt(step_dir: Path, how: str) -> None:
     """Damages a committed step the way a bad disk / careless user would."""
-    files = [Path(p) for p in glob.glob(str(step_dir / "state" / "**" / "d" / "*"),
-                                         recursive=True)]
+    files = [Path(p) for p in glob.glob(str(step_dir / "state" / "**" / "d" / "*"), recursive=True)]
     assert files
     for f in files:
         if how == "truncate":
@@ -275,12 +278,12 @@ _WRITER = textwrap.dedent("""
 
 def _spawn_writer(script: Path, directory: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
-    return subprocess.Popen([sys.executable, str(script), str(directory)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(directory)], stdout=subprocess.PIPE, text=True, env=env
+    )
 
 
-def _kill_during_save(proc: subprocess.Popen, begin_step: int, delay: float
-                      ) -> int:
+def _kill_during_save(proc: subprocess.Popen, begin_step: int, delay: float) -> int:
     """SIGKILLs `proc` `delay` s after it starts saving `begin_step`.
 
     Returns the last step it reported as fully saved.
@@ -304,8 +307,7 @@ def _kill_during_save(proc: subprocess.Popen, begin_step: int, delay: float
     return last_saved
 
 
-def _check_resumable(directory: Path, abstract: Any, state_fn: Any,
-                     last_saved: int) -> int:
+def _check_resumable(directory: Path, abstract: Any, state_fn: Any, last_saved: int) -> int:
     """A fresh Checkpointer sees a complete step and restores it exactly."""
     ck = Checkpointer(str(directory))
     latest = ck.latest_step()
@@ -324,12 +326,13 @@ def test_sigkill_mid_save_never_picked_up(tmp_path: Path) -> None:
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
     directory = tmp_path / "ckpt"
-    spec = {"params": {"w": ((1024, 2048), np.float32), "b": ((2048,), np.float32)},
-            "opt_state": {"mu": ((1024, 2048), np.float32),
-                          "nu": ((1024, 2048), np.float32)},
-            "step": ((), np.int32), "rng": ((2,), np.uint32)}
-    abstract = jax.tree.map(lambda t: jax.ShapeDtypeStruct(*t), spec,
-                            is_leaf=lambda t: isinstance(t, tuple))
+    spec = {
+        "params": {"w": ((1024, 2048), np.float32), "b": ((2048,), np.float32)},
+        "opt_state": {"mu": ((1024, 2048), np.float32), "nu": ((1024, 2048), np.float32)},
+        "step": ((), np.int32),
+        "rng": ((2,), np.uint32),
+    }
+    abstract = jax.tree.map(lambda t: jax.ShapeDtypeStruct(*t), spec, is_leaf=lambda t: isinstance(t, tuple))
     namespace: dict[str, Any] = {}
     exec(compile(_WRITER, "writer", "exec"), namespace)  # for expected values
     rnd = random.Random()
@@ -338,19 +341,16 @@ def test_sigkill_mid_save_never_picked_up(tmp_path: Path) -> None:
         proc = _spawn_writer(script, directory)
         last_saved = _kill_during_save(proc, begin, rnd.uniform(0.0, 0.2))
         assert last_saved >= begin - 1
-        latest = _check_resumable(directory, abstract, namespace["state"],
-                                  last_saved)
+        latest = _check_resumable(directory, abstract, namespace["state"], last_saved)
         begin = latest + 3
 
 
-def test_orbax_info_logs_suppressed(tmp_path: Path,
-                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_orbax_info_logs_suppressed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="absl")
     with Checkpointer(str(tmp_path)) as ck:
         ck.save(1, make_state(1), data_state=None)
         ck.restore(None, abstract_of(make_state(0)))
-    noisy = [r for r in caplog.records
-             if "orbax" in r.pathname and r.levelno < logging.WARNING]
+    noisy = [r for r in caplog.records if "orbax" in r.pathname and r.levelno < logging.WARNING]
     assert not noisy, noisy[0].getMessage()
 
 

@@ -2,53 +2,64 @@
 
 import pytest
 
-from rocket.config import (ConfigError, DataConfig, ExperimentConfig, ModelConfig, OptimConfig, ParallelConfig,
-                           from_config_dict, to_config_dict)
+from rocket.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    ParallelConfig,
+    from_config_dict,
+    to_config_dict,
+)
 from rocket.parallel import resolve_mesh_shape
 
 
 def test_round_trip_through_ml_collections():
-  cfg = ExperimentConfig(model=ModelConfig(d_model=96, n_heads=3, n_kv_heads=1))
-  assert from_config_dict(to_config_dict(cfg)) == cfg
+    cfg = ExperimentConfig(model=ModelConfig(d_model=96, n_heads=3, n_kv_heads=1))
+    assert from_config_dict(to_config_dict(cfg)) == cfg
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"model": {"d_modle": 64}}, "model.d_modle"),
-    ({"optimizer": {}}, "optimizer"),
-    ({"model": {"d_model": 100, "n_heads": 3}}, "d_model"),
-    ({"model": {"n_heads": 4, "n_kv_heads": 3}}, "n_kv_heads"),
-    ({"model": {"max_seq_len": 64}, "data": {"seq_len": 128}}, "data.seq_len"),
-    ({"data": {"val_fraction": 1.5}}, "val_fraction"),
-    ({"data": {"val_fraction": 0.0}}, "val_fraction"),
-    ({"optim": {"min_lr_ratio": -0.1}}, "min_lr_ratio"),
-    ({"optim": {"decay_fraction": 0.0}}, "decay_fraction"),
-    ({"train": {"sample_top_p": 0.0}}, "sample_top_p"),
-    ({"model": {"remat": "sometimes"}}, "remat"),
-    ({"model": {"dtype": "float16"}}, "dtype"),
-    ({"data": {"tokenizer": "wordpiece"}}, "tokenizer"),
-    ({"parallel": {"data": -1, "fsdp": -1}}, "parallel"),
-])
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"model": {"d_modle": 64}}, "model.d_modle"),
+        ({"optimizer": {}}, "optimizer"),
+        ({"model": {"d_model": 100, "n_heads": 3}}, "d_model"),
+        ({"model": {"n_heads": 4, "n_kv_heads": 3}}, "n_kv_heads"),
+        ({"model": {"max_seq_len": 64}, "data": {"seq_len": 128}}, "data.seq_len"),
+        ({"data": {"val_fraction": 1.5}}, "val_fraction"),
+        ({"data": {"val_fraction": 0.0}}, "val_fraction"),
+        ({"optim": {"min_lr_ratio": -0.1}}, "min_lr_ratio"),
+        ({"optim": {"decay_fraction": 0.0}}, "decay_fraction"),
+        ({"train": {"sample_top_p": 0.0}}, "sample_top_p"),
+        ({"model": {"remat": "sometimes"}}, "remat"),
+        ({"model": {"dtype": "float16"}}, "dtype"),
+        ({"data": {"tokenizer": "wordpiece"}}, "tokenizer"),
+        ({"parallel": {"data": -1, "fsdp": -1}}, "parallel"),
+    ],
+)
 def test_bad_values_name_the_field(values, field):
-  with pytest.raises(ConfigError, match=f"'{field}"):
-    from_config_dict(values)
+    with pytest.raises(ConfigError, match=f"'{field}"):
+        from_config_dict(values)
 
 
 def test_odd_head_dim_is_rejected_for_rope():
-  with pytest.raises(ConfigError, match="head_dim"):
-    ModelConfig(d_model=60, n_heads=4, n_kv_heads=2)  # head_dim 15
+    with pytest.raises(ConfigError, match="head_dim"):
+        ModelConfig(d_model=60, n_heads=4, n_kv_heads=2)  # head_dim 15
 
 
 def test_defaults_are_valid_and_derived_sizes():
-  cfg = ModelConfig(d_model=256, n_heads=4)
-  assert cfg.resolved_head_dim == 64
-  assert cfg.resolved_d_ff == 704  # 8/3 * 256 = 682.7, rounded up to a multiple of 64
-  assert DataConfig().tokenizer == "byte" and OptimConfig().name == "adamw"
+    cfg = ModelConfig(d_model=256, n_heads=4)
+    assert cfg.resolved_head_dim == 64
+    assert cfg.resolved_d_ff == 704  # 8/3 * 256 = 682.7, rounded up to a multiple of 64
+    assert DataConfig().tokenizer == "byte" and OptimConfig().name == "adamw"
 
 
 def test_mesh_shape_resolution():
-  assert resolve_mesh_shape(ParallelConfig(data=-1, fsdp=2, tensor=1), 8) == (4, 2, 1)
-  assert resolve_mesh_shape(ParallelConfig(data=2, fsdp=2, tensor=2), 8) == (2, 2, 2)
-  with pytest.raises(ConfigError, match="parallel"):
-    resolve_mesh_shape(ParallelConfig(data=3, fsdp=1, tensor=1), 8)
-  with pytest.raises(ConfigError, match="parallel"):
-    resolve_mesh_shape(ParallelConfig(data=-1, fsdp=3, tensor=1), 8)
+    assert resolve_mesh_shape(ParallelConfig(data=-1, fsdp=2, tensor=1), 8) == (4, 2, 1)
+    assert resolve_mesh_shape(ParallelConfig(data=2, fsdp=2, tensor=2), 8) == (2, 2, 2)
+    with pytest.raises(ConfigError, match="parallel"):
+        resolve_mesh_shape(ParallelConfig(data=3, fsdp=1, tensor=1), 8)
+    with pytest.raises(ConfigError, match="parallel"):
+        resolve_mesh_shape(ParallelConfig(data=-1, fsdp=3, tensor=1), 8)

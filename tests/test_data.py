@@ -32,15 +32,31 @@ TRICKY_TEXTS = [
 def _write_corpus(root: pathlib.Path, n_files: int = 24, seed: int = 0) -> pathlib.Path:
     """A small code-like corpus: files with unique first lines, varied sizes."""
     rng = np.random.default_rng(seed)
-    words = ["def", "return", "self", "import", "x", "value", "for", "in",
-             "if", "else:", "(", ")", "über", "日本", "print", "    ", "\t"]
+    words = [
+        "def",
+        "return",
+        "self",
+        "import",
+        "x",
+        "value",
+        "for",
+        "in",
+        "if",
+        "else:",
+        "(",
+        ")",
+        "über",
+        "日本",
+        "print",
+        "    ",
+        "\t",
+    ]
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
         lines = [f"# file {i:03d}\n"]
         for _ in range(int(rng.integers(1, 30))):
             k = int(rng.integers(1, 10))
-            lines.append(" " * int(rng.integers(0, 9))
-                         + " ".join(rng.choice(words, k)) + "\n")
+            lines.append(" " * int(rng.integers(0, 9)) + " ".join(rng.choice(words, k)) + "\n")
         sub = root / ("pkg" if i % 3 == 0 else "") / f"m{i:03d}.py"
         sub.parent.mkdir(parents=True, exist_ok=True)
         sub.write_text("".join(lines), encoding="utf-8")
@@ -60,8 +76,7 @@ def small_corpus(tmp_path_factory, cache_dir) -> rd.Corpus:
 
 @pytest.fixture(scope="module")
 def spm_tok(small_corpus, cache_dir) -> rd.SentencePieceTokenizer:
-    return rd.get_tokenizer("sentencepiece", corpus=small_corpus,
-                            vocab_size=400, cache_dir=cache_dir)
+    return rd.get_tokenizer("sentencepiece", corpus=small_corpus, vocab_size=400, cache_dir=cache_dir)
 
 
 # ----------------------------------------------------------------- tokenizers
@@ -95,8 +110,7 @@ def test_sentencepiece_roundtrip_and_num_bytes(spm_tok, small_corpus, cache_dir)
     # Cached on disk: the second call loads the same model without training.
     files = list((cache_dir / "spm").glob(f"{small_corpus.corpus_id}-v400-*.model"))
     assert len(files) == 1
-    again = rd.get_tokenizer("sentencepiece", corpus=small_corpus,
-                             vocab_size=400, cache_dir=cache_dir)
+    again = rd.get_tokenizer("sentencepiece", corpus=small_corpus, vocab_size=400, cache_dir=cache_dir)
     assert again.model_proto == spm_tok.model_proto
 
 
@@ -115,21 +129,23 @@ def _unique_docs(rng, n_docs: int, max_len: int):
     ids = rng.permutation(int(lengths.sum())) + 2  # 0 = pad, 1 = bos
     docs, start = [], 0
     for n in lengths:
-        docs.append(ids[start:start + n].astype(np.int32))
+        docs.append(ids[start : start + n].astype(np.int32))
         start += n
     return docs, int(lengths.sum()) + 2
 
 
-@pytest.mark.parametrize("seq_len,batch_size,max_len", [(8, 3, 40), (5, 1, 12),
-                                                        (16, 4, 6)])
+@pytest.mark.parametrize("seq_len,batch_size,max_len", [(8, 3, 40), (5, 1, 12), (16, 4, 6)])
 def test_packing_properties(seq_len, batch_size, max_len):
     rng = np.random.default_rng(seq_len)
     docs, vocab = _unique_docs(rng, 30, max_len)
     token_num_bytes = rng.integers(1, 5, vocab).astype(np.int32)
     token_num_bytes[:2] = 0
     where = {int(t): (d, i) for d, doc in enumerate(docs) for i, t in enumerate(doc)}
-    batches = list(rd.pack_documents(docs, seq_len=seq_len, batch_size=batch_size,
-                                     bos_id=1, token_num_bytes=token_num_bytes))
+    batches = list(
+        rd.pack_documents(
+            docs, seq_len=seq_len, batch_size=batch_size, bos_id=1, token_num_bytes=token_num_bytes
+        )
+    )
     seen: list[int] = []
     for b in batches:
         assert sorted(b) == sorted(BATCH_KEYS)
@@ -138,13 +154,12 @@ def test_packing_properties(seq_len, batch_size, max_len):
             assert v.dtype == (np.float32 if k == "weights" else np.int32)
         pad = b["segment_ids"] == 0
         np.testing.assert_array_equal(b["weights"], (~pad).astype(np.float32))
-        np.testing.assert_array_equal(
-            b["num_bytes"], np.where(pad, 0, token_num_bytes[b["targets"]]))
+        np.testing.assert_array_equal(b["num_bytes"], np.where(pad, 0, token_num_bytes[b["targets"]]))
         assert (b["inputs"][pad] == 0).all() and (b["targets"][pad] == 0).all()
         for r in range(batch_size):
             seg = b["segment_ids"][r]
             real = seg[seg > 0]
-            assert (np.diff(seg[: real.size]) >= 0).all() and not seg[real.size:].any()
+            assert (np.diff(seg[: real.size]) >= 0).all() and not seg[real.size :].any()
             for s in np.unique(real):
                 m = seg == s
                 inp, tgt, pos = b["inputs"][r, m], b["targets"][r, m], b["positions"][r, m]
@@ -152,9 +167,9 @@ def test_packing_properties(seq_len, batch_size, max_len):
                 d, i0 = where[int(tgt[0])]
                 doc = docs[d]
                 # Whole segment = consecutive tokens of ONE document.
-                np.testing.assert_array_equal(tgt, doc[i0:i0 + tgt.size])
+                np.testing.assert_array_equal(tgt, doc[i0 : i0 + tgt.size])
                 prev = np.concatenate([[1], doc])  # BOS + doc
-                np.testing.assert_array_equal(inp, prev[i0:i0 + tgt.size])
+                np.testing.assert_array_equal(inp, prev[i0 : i0 + tgt.size])
                 seen.extend(tgt.tolist())
     # Every non-BOS token of every document is a target exactly once.
     assert sorted(seen) == sorted(int(t) for doc in docs for t in doc)
@@ -162,8 +177,15 @@ def test_packing_properties(seq_len, batch_size, max_len):
 
 def test_packing_rejects_out_of_vocab_ids():
     with pytest.raises(rd.DataError, match=r"token id 12 .*vocab_size 10"):
-        list(rd.pack_documents([np.array([3, 12, 4])], seq_len=4, batch_size=2,
-                               bos_id=1, token_num_bytes=np.ones(10, np.int32)))
+        list(
+            rd.pack_documents(
+                [np.array([3, 12, 4])],
+                seq_len=4,
+                batch_size=2,
+                bos_id=1,
+                token_num_bytes=np.ones(10, np.int32),
+            )
+        )
     src = [b"ok", "ü".encode()]  # byte ids >= 130, over a vocab of 100
 
     class Tiny(rd.ByteTokenizer):
@@ -180,8 +202,10 @@ def test_packing_rejects_out_of_vocab_ids():
 
 # --------------------------------------------------------------------- corpus
 def test_corpus_splits_deterministic_disjoint_and_cached(small_corpus, cache_dir):
-    paths = {s: {small_corpus[s].raw[i]["path"].decode()
-                 for i in range(len(small_corpus[s]))} for s in rd.corpus.SPLITS}
+    paths = {
+        s: {small_corpus[s].raw[i]["path"].decode() for i in range(len(small_corpus[s]))}
+        for s in rd.corpus.SPLITS
+    }
     assert paths["train"] and paths["validation"]
     assert not paths["train"] & paths["validation"]
     assert len(paths["train"] | paths["validation"]) == 24
@@ -189,12 +213,19 @@ def test_corpus_splits_deterministic_disjoint_and_cached(small_corpus, cache_dir
         assert all(corpus_mod.split_of(p, 0.25) == s for p in ps)
     assert small_corpus.stats["validation"]["docs"] == len(paths["validation"])
     # Stable across processes with another hash seed.
-    code = ("import json,sys; from rocket.data.corpus import split_of; "
-            "print(json.dumps({p: split_of(p, 0.25) for p in json.load(sys.stdin)}))")
+    code = (
+        "import json,sys; from rocket.data.corpus import split_of; "
+        "print(json.dumps({p: split_of(p, 0.25) for p in json.load(sys.stdin)}))"
+    )
     allp = sorted(paths["train"] | paths["validation"])
-    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(allp),
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(allp),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
     assert json.loads(out.stdout) == {p: corpus_mod.split_of(p, 0.25) for p in allp}
     # Unchanged corpus -> same id, not prepared again.
     info = next(pathlib.Path(small_corpus.data_dir).glob("**/dataset_info.json"))
@@ -209,13 +240,11 @@ def test_corpus_glob_and_changes_get_new_id(tmp_path, caplog):
     root = _write_corpus(tmp_path / "c", n_files=12)
     (root / "notes.txt").write_text("not python\n")
     (root / "broken.py").symlink_to(root / "missing.py")  # unreadable: skipped
-    a = rd.prepare_corpus(str(root / "**" / "*.py"), val_fraction=0.3,
-                          cache_dir=tmp_path / "cache")
+    a = rd.prepare_corpus(str(root / "**" / "*.py"), val_fraction=0.3, cache_dir=tmp_path / "cache")
     assert "skipping 1 unreadable corpus file" in caplog.text
     assert sum(v["docs"] for v in a.stats.values()) == 12
     (root / "m001.py").write_text("# changed\n")
-    b = rd.prepare_corpus(str(root / "**" / "*.py"), val_fraction=0.3,
-                          cache_dir=tmp_path / "cache")
+    b = rd.prepare_corpus(str(root / "**" / "*.py"), val_fraction=0.3, cache_dir=tmp_path / "cache")
     assert b.corpus_id != a.corpus_id
 
 
@@ -251,7 +280,7 @@ def _doc_starts(batches) -> list[bytes]:
     for b in batches:
         rows, cols = np.nonzero((b["inputs"] == 1) & (b["segment_ids"] > 0))
         for r, c in sorted(zip(rows.tolist(), cols.tolist())):
-            out.append(bytes((b["targets"][r, c:c + 10] - 2).astype(np.uint8)))
+            out.append(bytes((b["targets"][r, c : c + 10] - 2).astype(np.uint8)))
     return out
 
 
@@ -262,7 +291,7 @@ def test_train_iterator_epochs_cover_every_document_once(small_corpus):
     starts: list[bytes] = []
     while len(starts) < 2 * n:
         starts.extend(_doc_starts([next(it)]))
-    starts = starts[:2 * n]  # batch_size=1: one row keeps stream order
+    starts = starts[: 2 * n]  # batch_size=1: one row keeps stream order
     expected = sorted(src[i][:10] for i in range(n))
     assert sorted(starts[:n]) == expected and sorted(starts[n:]) == expected
     assert starts[:n] != starts[n:]  # reshuffled each epoch
@@ -272,8 +301,7 @@ def test_train_iterator_shards_are_disjoint(small_corpus):
     tok, src = rd.ByteTokenizer(), small_corpus["train"]
     seen = []
     for k in range(2):
-        it = rd.make_train_iterator(src, tok, seq_len=64, batch_size=2, seed=0,
-                                    shard_index=k, shard_count=2)
+        it = rd.make_train_iterator(src, tok, seq_len=64, batch_size=2, seed=0, shard_index=k, shard_count=2)
         starts: set[bytes] = set()
         for _ in range(40):
             starts |= set(_doc_starts([next(it)]))
@@ -300,8 +328,7 @@ def test_train_iterator_resume_is_bitwise_exact(small_corpus, spm_tok, tok_name)
         for k in BATCH_KEYS:
             np.testing.assert_array_equal(w[k], g[k])
             assert w[k].dtype == g[k].dtype
-    other = rd.make_train_iterator(small_corpus["train"], tok, seq_len=16,
-                                   batch_size=3, seed=4)
+    other = rd.make_train_iterator(small_corpus["train"], tok, seq_len=16, batch_size=3, seed=4)
     with pytest.raises(rd.DataError, match="state was saved"):
         other.set_state(state)
 
@@ -322,15 +349,21 @@ def test_eval_batches_deterministic_and_complete(small_corpus):
     first = rd.make_eval_batches(src, tok, max_batches=1, **kw)
     assert len(first) == 1
     np.testing.assert_array_equal(first[0]["targets"], full[0]["targets"])
-    sharded = rd.make_eval_batches(src, tok, max_batches=50, shard_index=1,
-                                   shard_count=2, **kw)
+    sharded = rd.make_eval_batches(src, tok, max_batches=50, shard_index=1, shard_count=2, **kw)
     assert len(sharded) == 50 and sharded[-1]["weights"].sum() == 0
 
 
 def test_build_data(small_corpus, cache_dir):
-    data = rd.build_data(small_corpus.spec, "byte", seq_len=32, batch_size=2,
-                         seed=0, val_fraction=0.25, cache_dir=cache_dir,
-                         eval_batches=3)
+    data = rd.build_data(
+        small_corpus.spec,
+        "byte",
+        seq_len=32,
+        batch_size=2,
+        seed=0,
+        val_fraction=0.25,
+        cache_dir=cache_dir,
+        eval_batches=3,
+    )
     assert isinstance(data, rd.Data) and data.corpus.corpus_id == small_corpus.corpus_id
     assert len(data.eval_batches) <= 3 and data.stats["eval"]["tokens"] > 0
     assert data.stats["train"]["docs"] == len(small_corpus["train"])
@@ -340,7 +373,6 @@ def test_build_data(small_corpus, cache_dir):
 def test_stdlib_corpus(cache_dir):
     corpus = rd.prepare_corpus("stdlib", cache_dir=cache_dir)
     assert corpus.stats["train"]["docs"] > 500 and corpus.stats["validation"]["docs"] > 10
-    it = rd.make_train_iterator(corpus["train"], rd.ByteTokenizer(), seq_len=256,
-                                batch_size=8, seed=0)
+    it = rd.make_train_iterator(corpus["train"], rd.ByteTokenizer(), seq_len=256, batch_size=8, seed=0)
     fill = np.mean([next(it)["weights"].mean() for _ in range(20)])
     assert fill > 0.9

@@ -6,77 +6,88 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rocket.decode import SamplerConfig, check_capacity, commit_block, generate, init_cache, rollback, sample, warp
+from rocket.decode import (
+    SamplerConfig,
+    check_capacity,
+    commit_block,
+    generate,
+    init_cache,
+    rollback,
+    sample,
+    warp,
+)
 from rocket.decode.cache import KVBlock
 from tests.helpers import positions_for, tiny_model
 
 
 def test_warp_top_k_and_top_p_keep_the_right_sets():
-  logits = jnp.log(jnp.array([0.05, 0.4, 0.1, 0.3, 0.15]))
-  p = warp(logits, SamplerConfig(top_k=2))
-  np.testing.assert_allclose(p, [0, 0.4 / 0.7, 0, 0.3 / 0.7, 0], atol=1e-6)
-  p = warp(logits, SamplerConfig(top_p=0.7))  # 0.4 + 0.3 reaches 0.7: keep those two
-  np.testing.assert_allclose(p, [0, 0.4 / 0.7, 0, 0.3 / 0.7, 0], atol=1e-6)
-  p = warp(logits, SamplerConfig(top_p=0.71))  # needs the 0.15 token too
-  np.testing.assert_allclose(p, [0, 0.4 / 0.85, 0, 0.3 / 0.85, 0.15 / 0.85], atol=1e-6)
-  p = warp(logits, SamplerConfig(temperature=0.5))
-  np.testing.assert_allclose(p, jax.nn.softmax(2 * logits), atol=1e-6)
+    logits = jnp.log(jnp.array([0.05, 0.4, 0.1, 0.3, 0.15]))
+    p = warp(logits, SamplerConfig(top_k=2))
+    np.testing.assert_allclose(p, [0, 0.4 / 0.7, 0, 0.3 / 0.7, 0], atol=1e-6)
+    p = warp(logits, SamplerConfig(top_p=0.7))  # 0.4 + 0.3 reaches 0.7: keep those two
+    np.testing.assert_allclose(p, [0, 0.4 / 0.7, 0, 0.3 / 0.7, 0], atol=1e-6)
+    p = warp(logits, SamplerConfig(top_p=0.71))  # needs the 0.15 token too
+    np.testing.assert_allclose(p, [0, 0.4 / 0.85, 0, 0.3 / 0.85, 0.15 / 0.85], atol=1e-6)
+    p = warp(logits, SamplerConfig(temperature=0.5))
+    np.testing.assert_allclose(p, jax.nn.softmax(2 * logits), atol=1e-6)
 
 
 def test_sampling_matches_the_warped_distribution():
-  logits = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
-  keys = jax.random.split(jax.random.key(0), 20000)
-  draws = jax.vmap(lambda k: sample(k, logits, SamplerConfig()))(keys)
-  freq = np.bincount(np.asarray(draws), minlength=4) / len(keys)
-  # 20k draws: standard error <= 0.0035, so 0.015 is > 4 sigma.
-  np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.015)
-  assert int(sample(keys[0], logits, SamplerConfig(greedy=True))) == 3
+    logits = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
+    keys = jax.random.split(jax.random.key(0), 20000)
+    draws = jax.vmap(lambda k: sample(k, logits, SamplerConfig()))(keys)
+    freq = np.bincount(np.asarray(draws), minlength=4) / len(keys)
+    # 20k draws: standard error <= 0.0035, so 0.015 is > 4 sigma.
+    np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.015)
+    assert int(sample(keys[0], logits, SamplerConfig(greedy=True))) == 3
 
 
 def test_sampler_config_rejects_bad_values():
-  with pytest.raises(ValueError, match="temperature"):
-    SamplerConfig(temperature=0.0)
-  with pytest.raises(ValueError, match="top_p"):
-    SamplerConfig(top_p=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplerConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplerConfig(top_p=1.5)
 
 
 def test_commit_and_rollback_by_logical_position():
-  cache = init_cache(n_layers=2, batch=2, max_len=8, n_kv_heads=1, head_dim=2)
-  block = KVBlock(k=jnp.ones((2, 2, 3, 1, 2)), v=jnp.ones((2, 2, 3, 1, 2)),
-                  positions=jnp.array([[0, 1, 2], [0, 1, 2]]))
-  cache = commit_block(cache, block, jnp.array([3, 2]))  # row 1 keeps only 2 of the 3
-  np.testing.assert_array_equal(cache.length, [[3, 2], [3, 2]])
-  np.testing.assert_array_equal(cache.slot_pos[0, 0, :4], [0, 1, 2, -1])
-  cache = rollback(cache, jnp.array([1, 5]))
-  np.testing.assert_array_equal(cache.length, [[1, 2], [1, 2]])
-  visible = cache.layer(0).visible(jnp.array([[1], [2]]))  # [B, T=1, S]
-  np.testing.assert_array_equal(visible[:, 0, :3], [[True, False, False], [True, True, False]])
-  with pytest.raises(ValueError, match="slots"):
-    check_capacity(cache, 9)
+    cache = init_cache(n_layers=2, batch=2, max_len=8, n_kv_heads=1, head_dim=2)
+    block = KVBlock(
+        k=jnp.ones((2, 2, 3, 1, 2)), v=jnp.ones((2, 2, 3, 1, 2)), positions=jnp.array([[0, 1, 2], [0, 1, 2]])
+    )
+    cache = commit_block(cache, block, jnp.array([3, 2]))  # row 1 keeps only 2 of the 3
+    np.testing.assert_array_equal(cache.length, [[3, 2], [3, 2]])
+    np.testing.assert_array_equal(cache.slot_pos[0, 0, :4], [0, 1, 2, -1])
+    cache = rollback(cache, jnp.array([1, 5]))
+    np.testing.assert_array_equal(cache.length, [[1, 2], [1, 2]])
+    visible = cache.layer(0).visible(jnp.array([[1], [2]]))  # [B, T=1, S]
+    np.testing.assert_array_equal(visible[:, 0, :3], [[True, False, False], [True, True, False]])
+    with pytest.raises(ValueError, match="slots"):
+        check_capacity(cache, 9)
 
 
 def test_greedy_generation_continues_the_argmax_of_the_full_forward():
-  model, params = tiny_model()
-  prompt = jax.random.randint(jax.random.key(3), (2, 6), 0, 258)
-  lengths = jnp.array([6, 4])  # row 1 is right-padded
-  out = generate(model, params, prompt, lengths, jax.random.key(0), max_new_tokens=8)
-  for row, n in enumerate([6, 4]):
-    seq = jnp.concatenate([prompt[row, :n], out[row]])[None]
-    logits, _ = model.apply(params, seq, positions_for(seq))
-    np.testing.assert_array_equal(jnp.argmax(logits[0, n - 1:-1], -1), out[row])
+    model, params = tiny_model()
+    prompt = jax.random.randint(jax.random.key(3), (2, 6), 0, 258)
+    lengths = jnp.array([6, 4])  # row 1 is right-padded
+    out = generate(model, params, prompt, lengths, jax.random.key(0), max_new_tokens=8)
+    for row, n in enumerate([6, 4]):
+        seq = jnp.concatenate([prompt[row, :n], out[row]])[None]
+        logits, _ = model.apply(params, seq, positions_for(seq))
+        np.testing.assert_array_equal(jnp.argmax(logits[0, n - 1 : -1], -1), out[row])
 
 
 def test_sampled_generation_is_reproducible_and_eos_stops_rows():
-  model, params = tiny_model()
-  prompt = jnp.full((3, 2), 5, jnp.int32)
-  lengths = jnp.array([2, 2, 2])
-  sampler = SamplerConfig(temperature=1.0, top_k=50)
-  a = generate(model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler)
-  b = generate(model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler)
-  chex.assert_trees_all_equal(a, b)
-  eos = int(a[0, 2])
-  c = generate(model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler, eos_id=eos)
-  row = np.asarray(c[0])
-  first = int(np.argmax(row == eos))
-  assert first <= 2 and (row[first:] == eos).all()
-
+    model, params = tiny_model()
+    prompt = jnp.full((3, 2), 5, jnp.int32)
+    lengths = jnp.array([2, 2, 2])
+    sampler = SamplerConfig(temperature=1.0, top_k=50)
+    a = generate(model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler)
+    b = generate(model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler)
+    chex.assert_trees_all_equal(a, b)
+    eos = int(a[0, 2])
+    c = generate(
+        model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler, eos_id=eos
+    )
+    row = np.asarray(c[0])
+    first = int(np.argmax(row == eos))
+    assert first <= 2 and (row[first:] == eos).all()

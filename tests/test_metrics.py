@@ -7,9 +7,9 @@ import json
 import math
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +34,7 @@ def _no_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------ arithmetic
 def test_bits_per_byte_uniform_is_8() -> None:
     n_bytes = 1000  # byte-level model, uniform over 256 values
-    assert m.bits_per_byte(n_bytes * math.log(256), n_bytes) == pytest.approx(
-        8.0, abs=1e-12)
+    assert m.bits_per_byte(n_bytes * math.log(256), n_bytes) == pytest.approx(8.0, abs=1e-12)
     # Tokens of several bytes: same total loss spread over 4x the bytes.
     assert m.bits_per_byte(n_bytes * math.log(256), 4 * n_bytes) == pytest.approx(2.0)
     with pytest.raises(ValueError):
@@ -50,24 +49,27 @@ def test_mfu_arithmetic() -> None:
 
 
 # ------------------------------------------------------------ peak table
-@pytest.mark.parametrize("kind,dtype,expected", [
-    ("NVIDIA H100 80GB HBM3", "bfloat16", 989e12),
-    ("NVIDIA H100 80GB HBM3", "tf32", 494.5e12),
-    ("NVIDIA H100 80GB HBM3", "float32", 67e12),
-    ("NVIDIA H200", "bf16", 989e12),
-    ("NVIDIA A100-SXM4-80GB", jnp.bfloat16, 312e12),
-    ("NVIDIA A100-SXM4-40GB", "tf32", 156e12),
-    ("NVIDIA A100-SXM4-40GB", np.float32, 19.5e12),
-    ("TPU v4", "bfloat16", 275e12),
-    ("TPU v5 lite", "bfloat16", 197e12),
-    ("TPU v5e", "bf16", 197e12),
-    ("TPU v5p", "bfloat16", 459e12),
-    ("TPU v5", "bfloat16", 459e12),
-    ("TPU v6 lite", "bfloat16", 918e12),
-    ("TPU v4", "float32", None),
-    ("cpu", "float32", None),
-    ("Some Future Chip", "bfloat16", None),
-])
+@pytest.mark.parametrize(
+    "kind,dtype,expected",
+    [
+        ("NVIDIA H100 80GB HBM3", "bfloat16", 989e12),
+        ("NVIDIA H100 80GB HBM3", "tf32", 494.5e12),
+        ("NVIDIA H100 80GB HBM3", "float32", 67e12),
+        ("NVIDIA H200", "bf16", 989e12),
+        ("NVIDIA A100-SXM4-80GB", jnp.bfloat16, 312e12),
+        ("NVIDIA A100-SXM4-40GB", "tf32", 156e12),
+        ("NVIDIA A100-SXM4-40GB", np.float32, 19.5e12),
+        ("TPU v4", "bfloat16", 275e12),
+        ("TPU v5 lite", "bfloat16", 197e12),
+        ("TPU v5e", "bf16", 197e12),
+        ("TPU v5p", "bfloat16", 459e12),
+        ("TPU v5", "bfloat16", 459e12),
+        ("TPU v6 lite", "bfloat16", 918e12),
+        ("TPU v4", "float32", None),
+        ("cpu", "float32", None),
+        ("Some Future Chip", "bfloat16", None),
+    ],
+)
 def test_peak_lookup(kind: str, dtype: object, expected: float | None) -> None:
     assert m.peak_flops(FakeDevice(kind), dtype) == expected
 
@@ -101,8 +103,7 @@ def _read_records(path: str) -> Iterator[bytes]:
             yield payload
 
 
-def read_events(logdir: Path) -> tuple[dict[str, list[tuple[int, float]]],
-                                       dict[str, list[str]]]:
+def read_events(logdir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list[str]]]:
     """Scalars {tag: [(step, value)]} and texts {tag: [text]} from all files."""
     from tensorboardX.proto import event_pb2
 
@@ -115,8 +116,7 @@ def read_events(logdir: Path) -> tuple[dict[str, list[tuple[int, float]]],
                 if v.HasField("simple_value"):
                     scalars.setdefault(v.tag, []).append((event.step, v.simple_value))
                 elif v.HasField("tensor") and v.tensor.string_val:
-                    texts.setdefault(v.tag, []).append(
-                        v.tensor.string_val[0].decode())
+                    texts.setdefault(v.tag, []).append(v.tensor.string_val[0].decode())
     return scalars, texts
 
 
@@ -126,8 +126,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def test_metric_writer_round_trip(tmp_path: Path) -> None:
     with m.MetricWriter(str(tmp_path)) as w:
-        w.write_scalars(1, {"loss": jnp.float32(2.5), "lr": np.float64(1e-3),
-                            "tokens": 128})
+        w.write_scalars(1, {"loss": jnp.float32(2.5), "lr": np.float64(1e-3), "tokens": 128})
         w.write_scalars(2, {"loss": jnp.array([2.0])})
         w.write_scalars(2, {"bpb": 1.25}, split="eval")
         w.write_text(2, "sample", "hello world")
@@ -141,8 +140,7 @@ def test_metric_writer_round_trip(tmp_path: Path) -> None:
         {"step": 2, "split": "train", "loss": 2.0},
         {"step": 2, "split": "eval", "bpb": 1.25},
     ]
-    assert json.loads((tmp_path / "config.json").read_text()) == {
-        "model": {"d": 64}, "lr": 0.5}
+    assert json.loads((tmp_path / "config.json").read_text()) == {"model": {"d": 64}, "lr": 0.5}
     assert _read_jsonl(tmp_path / "text.jsonl")[0]["text"] == "hello world"
     scalars, texts = read_events(tmp_path)
     assert scalars["train/loss"] == [(1, 2.5), (2, 2.0)]

@@ -40,203 +40,229 @@ SHARDED_RUNS = ("dp4_fsdp2", "dp2_fsdp2_tp2", "multihost_ref")
 
 
 def _child_env(n_devices: int, out_dir: Path, **extra: str) -> dict[str, str]:
-  env = {k: v for k, v in os.environ.items()
-         if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "ROCKET_DISTRIBUTED"))}
-  flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_devices}"])
-  env["JAX_PLATFORMS"] = "cpu"
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-  env["ROCKET_PARALLEL_OUT"] = str(out_dir)
-  env.update(extra)
-  return env
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "ROCKET_DISTRIBUTED"))
+    }
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_devices}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["ROCKET_PARALLEL_OUT"] = str(out_dir)
+    env.update(extra)
+    return env
 
 
 def _start(mode: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, Path]:
-  out = log.with_suffix(".out")
-  with open(out, "wb") as so, open(log, "wb") as se:  # files, not pipes: nothing can block on a full pipe
-    proc = subprocess.Popen([sys.executable, str(WORKER), mode], env=env, cwd=REPO_ROOT, stdout=so,
-                            stderr=se, start_new_session=True)
-  return proc, out
+    out = log.with_suffix(".out")
+    with open(out, "wb") as so, open(log, "wb") as se:  # files, not pipes: nothing can block on a full pipe
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER), mode],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=so,
+            stderr=se,
+            start_new_session=True,
+        )
+    return proc, out
 
 
 def _kill(proc: subprocess.Popen) -> None:
-  if proc.poll() is None:
-    try:
-      os.killpg(proc.pid, signal.SIGKILL)  # its own session: the worker and anything it started
-    except ProcessLookupError:
-      pass
-    proc.wait()
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the worker and anything it started
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def _run_all(procs: list[tuple[subprocess.Popen, Path]], logs: list[Path], timeout: float) -> list[dict]:
-  """Waits for all children (killing all on timeout, or the rest when one fails); returns their RESULTs."""
-  deadline = time.monotonic() + timeout
-  try:
-    while any(p.poll() is None for p, _ in procs):
-      failed = [p for p, _ in procs if p.poll() not in (None, 0)]
-      if failed:  # the others would wait forever on a dead peer
-        deadline = min(deadline, time.monotonic() + 10)
-      if time.monotonic() > deadline:
-        break
-      time.sleep(0.2)
-  finally:
-    for p, _ in procs:
-      _kill(p)
-  results, failures = [], []
-  for i, ((p, out), log) in enumerate(zip(procs, logs)):
-    text = out.read_text()
-    lines = [l for l in text.splitlines() if l.startswith("RESULT ")]
-    if p.returncode != 0 or not lines:
-      why = "killed (timed out, or a peer failed)" if p.returncode == -signal.SIGKILL else f"exited with {p.returncode}"
-      failures.append(f"worker {i} {p.args[2:]} {why}\nstdout:\n{text[-2000:]}\nstderr:\n{log.read_text()[-5000:]}")
-    else:
-      results.append(json.loads(lines[-1][len("RESULT "):]))
-  if failures:
-    pytest.fail(f"timeout {timeout:.0f}s; " + "\n\n".join(failures), pytrace=False)
-  return results
+    """Waits for all children (killing all on timeout, or the rest when one fails); returns their RESULTs."""
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p, _ in procs):
+            failed = [p for p, _ in procs if p.poll() not in (None, 0)]
+            if failed:  # the others would wait forever on a dead peer
+                deadline = min(deadline, time.monotonic() + 10)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p, _ in procs:
+            _kill(p)
+    results, failures = [], []
+    for i, ((p, out), log) in enumerate(zip(procs, logs)):
+        text = out.read_text()
+        lines = [l for l in text.splitlines() if l.startswith("RESULT ")]
+        if p.returncode != 0 or not lines:
+            why = (
+                "killed (timed out, or a peer failed)"
+                if p.returncode == -signal.SIGKILL
+                else f"exited with {p.returncode}"
+            )
+            failures.append(
+                f"worker {i} {p.args[2:]} {why}\nstdout:\n{text[-2000:]}\nstderr:\n{log.read_text()[-5000:]}"
+            )
+        else:
+            results.append(json.loads(lines[-1][len("RESULT ") :]))
+    if failures:
+        pytest.fail(f"timeout {timeout:.0f}s; " + "\n\n".join(failures), pytrace=False)
+    return results
 
 
 def _free_port() -> int:
-  try:
-    import portpicker
-    return portpicker.pick_unused_port()
-  except ImportError:
-    with socket.socket() as s:
-      s.bind(("127.0.0.1", 0))
-      return s.getsockname()[1]
+    try:
+        import portpicker
+
+        return portpicker.pick_unused_port()
+    except ImportError:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def children(request, tmp_path_factory):
-  """Starts the 8-device child and (if its test is selected) the 2-process job side by side.
+    """Starts the 8-device child and (if its test is selected) the 2-process job side by side.
 
-  On 2 cores this nearly halves the cold-cache wall time: XLA's CPU compiles are mostly
-  single-threaded. Yields {name: ([(proc, stdout)], [stderr logs], out dir, start time)}.
-  """
-  started = {}
-  out = tmp_path_factory.mktemp("parallel")
-  t0 = time.monotonic()
-  log = out / "sharded.log"
-  started["sharded"] = ([_start("sharded", _child_env(8, out), log)], [log], out, t0)
-  if any("multihost" in item.name for item in request.session.items):
-    port = _free_port()
-    mh_out = tmp_path_factory.mktemp("parallel_multihost")
-    procs, logs = [], []
-    for pid in range(2):
-      env = _child_env(2, mh_out, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                       JAX_PROCESS_ID=str(pid))
-      logs.append(mh_out / f"multihost_p{pid}.log")
-      procs.append(_start("multihost", env, logs[-1]))
-    started["multihost"] = (procs, logs, mh_out, t0)
-  yield started
-  for procs, *_ in started.values():
-    for p, _ in procs:
-      _kill(p)
+    On 2 cores this nearly halves the cold-cache wall time: XLA's CPU compiles are mostly
+    single-threaded. Yields {name: ([(proc, stdout)], [stderr logs], out dir, start time)}.
+    """
+    started = {}
+    out = tmp_path_factory.mktemp("parallel")
+    t0 = time.monotonic()
+    log = out / "sharded.log"
+    started["sharded"] = ([_start("sharded", _child_env(8, out), log)], [log], out, t0)
+    if any("multihost" in item.name for item in request.session.items):
+        port = _free_port()
+        mh_out = tmp_path_factory.mktemp("parallel_multihost")
+        procs, logs = [], []
+        for pid in range(2):
+            env = _child_env(
+                2,
+                mh_out,
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(pid),
+            )
+            logs.append(mh_out / f"multihost_p{pid}.log")
+            procs.append(_start("multihost", env, logs[-1]))
+        started["multihost"] = (procs, logs, mh_out, t0)
+    yield started
+    for procs, *_ in started.values():
+        for p, _ in procs:
+            _kill(p)
 
 
 @pytest.fixture(scope="module")
 def sharded(children) -> tuple[dict, Path]:
-  """The 8-device child's results (and its output folder with multihost_ref.npz)."""
-  procs, logs, out, t0 = children["sharded"]
-  result, = _run_all(procs, logs, TIMEOUT_S - (time.monotonic() - t0))
-  result["wall_s"] = time.monotonic() - t0
-  return result, out
+    """The 8-device child's results (and its output folder with multihost_ref.npz)."""
+    procs, logs, out, t0 = children["sharded"]
+    (result,) = _run_all(procs, logs, TIMEOUT_S - (time.monotonic() - t0))
+    result["wall_s"] = time.monotonic() - t0
+    return result, out
 
 
 def _assert_metrics_close(ref: list[dict], got: list[dict], what: str) -> None:
-  assert len(ref) == len(got), what
-  for i, (r, g) in enumerate(zip(ref, got)):
-    assert r.keys() == g.keys(), what
-    for k in r:
-      np.testing.assert_allclose(g[k], r[k], rtol=METRIC_RTOL, err_msg=f"{what}: entry {i} {k!r}")
+    assert len(ref) == len(got), what
+    for i, (r, g) in enumerate(zip(ref, got)):
+        assert r.keys() == g.keys(), what
+        for k in r:
+            np.testing.assert_allclose(g[k], r[k], rtol=METRIC_RTOL, err_msg=f"{what}: entry {i} {k!r}")
 
 
 def _assert_params_close(cmp: dict, what: str) -> None:
-  assert cmp["max_abs_diff"] < PARAM_ATOL, f"{what}: {cmp}"
-  assert cmp["n_over_1e-5"] <= PARAM_FRAC_OVER_1E5 * cmp["n"], f"{what}: {cmp}"
+    assert cmp["max_abs_diff"] < PARAM_ATOL, f"{what}: {cmp}"
+    assert cmp["n_over_1e-5"] <= PARAM_FRAC_OVER_1E5 * cmp["n"], f"{what}: {cmp}"
 
 
 @pytest.mark.parametrize("run", SHARDED_RUNS)
 def test_sharded_training_matches_one_device(sharded, run):
-  result, _ = sharded
-  ref, got = result["runs"]["1dev"], result["runs"][run]
-  assert got["step"] == ref["step"] == 3
-  assert got["init_params"]["max_abs_diff"] == 0.0, got["init_params"]  # same seed -> same init, any mesh
-  _assert_metrics_close(ref["metrics"], got["metrics"], run)  # 3 train steps, then the eval
-  assert ref["metrics"][0]["tokens"] < 8 * 32  # the batch has padding with weight 0
-  assert ref["metrics"][2]["loss"] < ref["metrics"][0]["loss"]
-  _assert_params_close(got["params"], f"{run} params")
-  assert got["opt_state"]["max_abs_diff"] < 1e-6, got["opt_state"]
+    result, _ = sharded
+    ref, got = result["runs"]["1dev"], result["runs"][run]
+    assert got["step"] == ref["step"] == 3
+    assert got["init_params"]["max_abs_diff"] == 0.0, got["init_params"]  # same seed -> same init, any mesh
+    _assert_metrics_close(ref["metrics"], got["metrics"], run)  # 3 train steps, then the eval
+    assert ref["metrics"][0]["tokens"] < 8 * 32  # the batch has padding with weight 0
+    assert ref["metrics"][2]["loss"] < ref["metrics"][0]["loss"]
+    _assert_params_close(got["params"], f"{run} params")
+    assert got["opt_state"]["max_abs_diff"] < 1e-6, got["opt_state"]
 
 
 def test_fsdp_shards_params_moments_and_batch(sharded):
-  s = sharded[0]["runs"]["dp4_fsdp2"]["sharding"]
-  assert "fsdp" in s["embed_spec"] and s["embed_shape"] == [258, 64]
-  assert s["embed_n_devices"] == 8 and s["embed_shard_shapes"] == [[258, 32]]  # half per device
-  assert len(s["embed_moments"]) == 2  # Adam mu and nu
-  for m in s["embed_moments"].values():
-    assert "fsdp" in m["spec"] and m["shard_shapes"] == [[258, 32]], m
-  assert s["count_replicated"] and s["count_device_sets"] == [8]  # not stuck on device 0
-  for name, spec in s["param_specs"].items():
-    if "scale" not in name:  # every matrix has an "embed" dim -> sharded on fsdp
-      assert "fsdp" in spec, (name, spec)
-  assert s["batch_spec"] == "P(('data', 'fsdp'),)" and s["batch_n_devices"] == 8
-  assert s["batch_shard_shapes"] == [[1, 32]]  # 8 rows over data x fsdp = 8
-  assert s["abstract_state_shardings_match"]
+    s = sharded[0]["runs"]["dp4_fsdp2"]["sharding"]
+    assert "fsdp" in s["embed_spec"] and s["embed_shape"] == [258, 64]
+    assert s["embed_n_devices"] == 8 and s["embed_shard_shapes"] == [[258, 32]]  # half per device
+    assert len(s["embed_moments"]) == 2  # Adam mu and nu
+    for m in s["embed_moments"].values():
+        assert "fsdp" in m["spec"] and m["shard_shapes"] == [[258, 32]], m
+    assert s["count_replicated"] and s["count_device_sets"] == [8]  # not stuck on device 0
+    for name, spec in s["param_specs"].items():
+        if "scale" not in name:  # every matrix has an "embed" dim -> sharded on fsdp
+            assert "fsdp" in spec, (name, spec)
+    assert s["batch_spec"] == "P(('data', 'fsdp'),)" and s["batch_n_devices"] == 8
+    assert s["batch_shard_shapes"] == [[1, 32]]  # 8 rows over data x fsdp = 8
+    assert s["abstract_state_shardings_match"]
 
 
 def test_tensor_parallel_shards_vocab_and_heads(sharded):
-  s = sharded[0]["runs"]["dp2_fsdp2_tp2"]["sharding"]
-  assert s["embed_spec"] == "P('tensor', 'fsdp')" and s["embed_shard_shapes"] == [[129, 32]]
-  assert s["param_specs"]["['layers_0']['attn']['wq']"] == "P('fsdp', 'tensor', None)"
-  assert s["param_specs"]["['layers_0']['mlp']['w_down']"] == "P('tensor', 'fsdp')"
-  assert s["batch_shard_shapes"] == [[2, 32]]  # 8 rows over data x fsdp = 4, replicated on tensor
-  assert s["abstract_state_shardings_match"]
+    s = sharded[0]["runs"]["dp2_fsdp2_tp2"]["sharding"]
+    assert s["embed_spec"] == "P('tensor', 'fsdp')" and s["embed_shard_shapes"] == [[129, 32]]
+    assert s["param_specs"]["['layers_0']['attn']['wq']"] == "P('fsdp', 'tensor', None)"
+    assert s["param_specs"]["['layers_0']['mlp']['w_down']"] == "P('tensor', 'fsdp')"
+    assert s["batch_shard_shapes"] == [[2, 32]]  # 8 rows over data x fsdp = 4, replicated on tensor
+    assert s["abstract_state_shardings_match"]
 
 
 def test_logical_to_shardings_replicates_indivisible_dims(sharded):
-  rules = sharded[0]["rules"]  # mesh data=1, fsdp=2, tensor=4
-  assert rules["emb256"] == "P('tensor', 'fsdp')"
-  assert rules["emb258"] == "P(None, 'fsdp')"  # 258 % 4 != 0: vocab replicated, embed still sharded
-  assert rules["odd_embed"] == "P(None, None)"
-  assert rules["wq"] == "P('fsdp', 'tensor', None)"
-  assert rules["scale"] == "P(None,)" and rules["count"] == "P()"
-  assert rules["batch_error"].startswith("ConfigError") and "data.batch_size" in rules["batch_error"]
+    rules = sharded[0]["rules"]  # mesh data=1, fsdp=2, tensor=4
+    assert rules["emb256"] == "P('tensor', 'fsdp')"
+    assert rules["emb258"] == "P(None, 'fsdp')"  # 258 % 4 != 0: vocab replicated, embed still sharded
+    assert rules["odd_embed"] == "P(None, None)"
+    assert rules["wq"] == "P('fsdp', 'tensor', None)"
+    assert rules["scale"] == "P(None,)" and rules["count"] == "P()"
+    assert rules["batch_error"].startswith("ConfigError") and "data.batch_size" in rules["batch_error"]
 
 
 def test_resolve_mesh_shape():  # pure Python: runs in this process
-  from rocket.config import ConfigError, ParallelConfig
-  from rocket.parallel import resolve_mesh_shape
-  assert resolve_mesh_shape(ParallelConfig(), 8) == (8, 1, 1)
-  assert resolve_mesh_shape(ParallelConfig(data=-1, fsdp=2), 8) == (4, 2, 1)
-  assert resolve_mesh_shape(ParallelConfig(data=2, fsdp=-1, tensor=2), 8) == (2, 2, 2)
-  assert resolve_mesh_shape(ParallelConfig(data=1, fsdp=1, tensor=1), 1) == (1, 1, 1)
-  with pytest.raises(ConfigError, match="cannot be split"):
-    resolve_mesh_shape(ParallelConfig(data=-1, fsdp=3), 8)
-  with pytest.raises(ConfigError, match="but there are 8 devices"):
-    resolve_mesh_shape(ParallelConfig(data=2, fsdp=2, tensor=1), 8)
+    from rocket.config import ConfigError, ParallelConfig
+    from rocket.parallel import resolve_mesh_shape
+
+    assert resolve_mesh_shape(ParallelConfig(), 8) == (8, 1, 1)
+    assert resolve_mesh_shape(ParallelConfig(data=-1, fsdp=2), 8) == (4, 2, 1)
+    assert resolve_mesh_shape(ParallelConfig(data=2, fsdp=-1, tensor=2), 8) == (2, 2, 2)
+    assert resolve_mesh_shape(ParallelConfig(data=1, fsdp=1, tensor=1), 1) == (1, 1, 1)
+    with pytest.raises(ConfigError, match="cannot be split"):
+        resolve_mesh_shape(ParallelConfig(data=-1, fsdp=3), 8)
+    with pytest.raises(ConfigError, match="but there are 8 devices"):
+        resolve_mesh_shape(ParallelConfig(data=2, fsdp=2, tensor=1), 8)
 
 
 def test_multihost_two_processes_match_single_process(children, sharded):
-  ref_result, ref_dir = sharded
-  procs, logs, out, t0 = children["multihost"]
-  r0, r1 = _run_all(procs, logs, TIMEOUT_S - (time.monotonic() - t0))
-  for pid, r in enumerate((r0, r1)):
-    assert r["process_index"] == pid and r["process_count"] == 2
-    assert r["local_devices"] == 2 and r["global_devices"] == 4
-    assert r["held_rows"] == [[4 * pid, 4 * pid + 4]], r["held_rows"]  # process i's rows land at i*B_local
-    assert r["collectives"] == "gloo"
-  ref = ref_result["runs"]["multihost_ref"]
-  assert r0["mesh"] == ref["mesh"]
-  assert r0["metrics"] == r1["metrics"]  # both processes see the same global step
-  _assert_metrics_close(ref["metrics"], r0["metrics"], "2 processes vs 1 process")
-  want = np.load(ref_dir / "multihost_ref.npz")
-  for pid in range(2):
-    got = np.load(out / f"multihost_p{pid}.npz")
-    assert sorted(got.files) == sorted(want.files)
-    diffs = {k: np.abs(got[k].astype(np.float64) - want[k]) for k in want.files}
-    cmp = {"max_abs_diff": max(float(d.max()) for d in diffs.values()),
-           "n_over_1e-5": int(sum((d > 1e-5).sum() for d in diffs.values())),
-           "n": int(sum(d.size for d in diffs.values()))}
-    _assert_params_close(cmp, f"process {pid} params vs 1-process run")
+    ref_result, ref_dir = sharded
+    procs, logs, out, t0 = children["multihost"]
+    r0, r1 = _run_all(procs, logs, TIMEOUT_S - (time.monotonic() - t0))
+    for pid, r in enumerate((r0, r1)):
+        assert r["process_index"] == pid and r["process_count"] == 2
+        assert r["local_devices"] == 2 and r["global_devices"] == 4
+        assert r["held_rows"] == [[4 * pid, 4 * pid + 4]], r[
+            "held_rows"
+        ]  # process i's rows land at i*B_local
+        assert r["collectives"] == "gloo"
+    ref = ref_result["runs"]["multihost_ref"]
+    assert r0["mesh"] == ref["mesh"]
+    assert r0["metrics"] == r1["metrics"]  # both processes see the same global step
+    _assert_metrics_close(ref["metrics"], r0["metrics"], "2 processes vs 1 process")
+    want = np.load(ref_dir / "multihost_ref.npz")
+    for pid in range(2):
+        got = np.load(out / f"multihost_p{pid}.npz")
+        assert sorted(got.files) == sorted(want.files)
+        diffs = {k: np.abs(got[k].astype(np.float64) - want[k]) for k in want.files}
+        cmp = {
+            "max_abs_diff": max(float(d.max()) for d in diffs.values()),
+            "n_over_1e-5": int(sum((d > 1e-5).sum() for d in diffs.values())),
+            "n": int(sum(d.size for d in diffs.values())),
+        }
+        _assert_params_close(cmp, f"process {pid} params vs 1-process run")

@@ -26,7 +26,8 @@ import pathlib
 import socket
 import sysconfig
 import threading
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from rocket.data.packing import DataError
 from rocket.data.tokenizers import default_cache_dir
@@ -56,8 +57,11 @@ def split_of(relpath: str, val_fraction: float) -> str:
 
 def _stdlib_files() -> tuple[pathlib.Path, list[pathlib.Path]]:
     root = pathlib.Path(sysconfig.get_paths()["stdlib"]).resolve()
-    files = [p for p in root.rglob("*.py")
-             if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)]
+    files = [
+        p
+        for p in root.rglob("*.py")
+        if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)
+    ]
     return root, files
 
 
@@ -116,8 +120,12 @@ def resolve_files(spec: str) -> tuple[pathlib.Path, list[FileEntry]]:
             rel = full.as_posix()
         entries.append(FileEntry(str(full), rel, st.st_size, st.st_mtime_ns))
     if skipped:
-        _log.warning("skipping %d unreadable corpus file(s): %s%s", len(skipped),
-                     ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
+        _log.warning(
+            "skipping %d unreadable corpus file(s): %s%s",
+            len(skipped),
+            ", ".join(skipped[:5]),
+            " ..." if len(skipped) > 5 else "",
+        )
     if not entries:
         raise DataError(f"corpus {spec!r} contains no readable files")
     return root, sorted(entries, key=lambda e: e.relpath)
@@ -131,15 +139,15 @@ def corpus_id_of(entries: Sequence[FileEntry], val_fraction: float) -> str:
     return h.hexdigest()[:16]
 
 
-def assign_splits(entries: Sequence[FileEntry], val_fraction: float,
-                  spec: str = "corpus") -> dict[str, list[FileEntry]]:
+def assign_splits(
+    entries: Sequence[FileEntry], val_fraction: float, spec: str = "corpus"
+) -> dict[str, list[FileEntry]]:
     """Splits non-empty files deterministically; raises DataError if one is empty."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     nonempty = [e for e in entries if e.size > 0]
     if not nonempty:
-        raise DataError(f"corpus {spec!r} is empty: all {len(entries)} file(s) "
-                        "have zero bytes")
+        raise DataError(f"corpus {spec!r} is empty: all {len(entries)} file(s) have zero bytes")
     out: dict[str, list[FileEntry]] = {s: [] for s in SPLITS}
     for e in nonempty:
         out[split_of(e.relpath, val_fraction)].append(e)
@@ -148,7 +156,8 @@ def assign_splits(entries: Sequence[FileEntry], val_fraction: float,
             raise DataError(
                 f"corpus {spec!r} has {len(nonempty)} non-empty file(s) but its "
                 f"{s!r} split would be empty with val_fraction={val_fraction}; "
-                "add more files or change val_fraction")
+                "add more files or change val_fraction"
+            )
     return out
 
 
@@ -167,8 +176,7 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
 
-    def __init__(self, *, files: dict[str, list[FileEntry]] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, files: dict[str, list[FileEntry]] | None = None, **kwargs: Any) -> None:
         self._files = files
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
@@ -177,8 +185,7 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description="Local text files, one document per file.",
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(), "path": tfds.features.Text()}),
+            features=tfds.features.FeaturesDict({"text": tfds.features.Text(), "path": tfds.features.Text()}),
         )
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
@@ -218,9 +225,15 @@ class TextSource:
 class Corpus(dict):
     """``{split: TextSource}`` plus ``corpus_id``, ``spec``, ``stats``, ``data_dir``."""
 
-    def __init__(self, sources: dict[str, TextSource], *, corpus_id: str,
-                 spec: str, stats: dict[str, dict[str, int | None]],
-                 data_dir: str) -> None:
+    def __init__(
+        self,
+        sources: dict[str, TextSource],
+        *,
+        corpus_id: str,
+        spec: str,
+        stats: dict[str, dict[str, int | None]],
+        data_dir: str,
+    ) -> None:
         super().__init__(sources)
         self.corpus_id = corpus_id
         self.spec = spec
@@ -228,8 +241,7 @@ class Corpus(dict):
         self.data_dir = data_dir
 
 
-def network_available(host: str = "storage.googleapis.com", port: int = 443,
-                      timeout: float = 2.0) -> bool:
+def network_available(host: str = "storage.googleapis.com", port: int = 443, timeout: float = 2.0) -> bool:
     """Fast connectivity probe, bounded even when DNS resolution hangs."""
     ok: list[bool] = []
 
@@ -256,11 +268,12 @@ def _prepare_local(spec: str, val_fraction: float, root: pathlib.Path) -> Corpus
         tfds.disable_progress_bar()
         _log.info("preparing corpus %r (%d files) in %s", spec, len(entries), data_dir)
         builder.download_and_prepare()
-    stats = {s: {"docs": builder.info.splits[s].num_examples,
-                 "bytes": sum(e.size for e in files[s])} for s in SPLITS}
+    stats = {
+        s: {"docs": builder.info.splits[s].num_examples, "bytes": sum(e.size for e in files[s])}
+        for s in SPLITS
+    }
     sources = {s: TextSource(builder.as_data_source(s)) for s in SPLITS}
-    return Corpus(sources, corpus_id=cid, spec=spec, stats=stats,
-                  data_dir=str(data_dir))
+    return Corpus(sources, corpus_id=cid, spec=spec, stats=stats, data_dir=str(data_dir))
 
 
 def _text_key(builder: Any) -> str:
@@ -280,28 +293,29 @@ def _prepare_catalog(name: str, root: pathlib.Path) -> Corpus:
     if not prepared and not network_available():
         raise DataError(
             f"catalog dataset {name!r} needs a download and the network is "
-            "unreachable; use a local folder/glob or 'stdlib'")
+            "unreachable; use a local folder/glob or 'stdlib'"
+        )
     try:
-        builder = tfds.builder(name, data_dir=str(data_dir),
-                               file_format="array_record")
+        builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
         builder.download_and_prepare()
     except DataError:
         raise
     except Exception as e:  # tfds raises many types; surface one clear error
-        raise DataError(f"could not prepare catalog dataset {name!r}: "
-                        f"{e.__class__.__name__}: {e}") from None
+        raise DataError(f"could not prepare catalog dataset {name!r}: {e.__class__.__name__}: {e}") from None
     splits = list(builder.info.splits.keys())
     val = next((s for s in ("validation", "test") if s in splits), None)
     if "train" not in splits or val is None:
-        raise DataError(f"catalog dataset {name!r} needs 'train' and "
-                        f"'validation'/'test' splits, has {splits}")
+        raise DataError(
+            f"catalog dataset {name!r} needs 'train' and 'validation'/'test' splits, has {splits}"
+        )
     key = _text_key(builder)
-    sources = {"train": TextSource(builder.as_data_source("train"), key),
-               "validation": TextSource(builder.as_data_source(val), key)}
+    sources = {
+        "train": TextSource(builder.as_data_source("train"), key),
+        "validation": TextSource(builder.as_data_source(val), key),
+    }
     stats = {s: {"docs": len(src), "bytes": None} for s, src in sources.items()}
     cid = "tfds-" + hashlib.sha1(name.encode()).hexdigest()[:8] + "-" + base
-    return Corpus(sources, corpus_id=cid, spec=f"tfds:{name}", stats=stats,
-                  data_dir=str(data_dir))
+    return Corpus(sources, corpus_id=cid, spec=f"tfds:{name}", stats=stats, data_dir=str(data_dir))
 
 
 def prepare_corpus(
@@ -316,10 +330,9 @@ def prepare_corpus(
     ``~/.cache/rocket``); TFDS data lives under ``<cache_dir>/tfds``.
     Raises DataError for missing/empty corpora, empty splits, offline catalogs.
     """
-    root = (pathlib.Path(cache_dir).expanduser() if cache_dir
-            else default_cache_dir()) / "tfds"
+    root = (pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "tfds"
     if spec.startswith("tfds:"):
-        name = spec[len("tfds:"):].strip()
+        name = spec[len("tfds:") :].strip()
         if not name:
             raise DataError("empty catalog name in corpus spec 'tfds:'")
         return _prepare_catalog(name, root)

@@ -29,12 +29,11 @@ Batch format (all ``[batch, seq]``):
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-BATCH_KEYS: tuple[str, ...] = (
-    "inputs", "targets", "positions", "segment_ids", "weights", "num_bytes")
+BATCH_KEYS: tuple[str, ...] = ("inputs", "targets", "positions", "segment_ids", "weights", "num_bytes")
 
 
 class DataError(ValueError):
@@ -48,8 +47,8 @@ def validate_token_ids(tokens: np.ndarray, vocab_size: int) -> None:
     hi, lo = int(tokens.max()), int(tokens.min())
     if hi >= vocab_size:
         raise DataError(
-            f"token id {hi} is out of range for vocab_size {vocab_size} "
-            "(tokenizer and model vocab disagree?)")
+            f"token id {hi} is out of range for vocab_size {vocab_size} (tokenizer and model vocab disagree?)"
+        )
     if lo < 0:
         raise DataError(f"negative token id {lo} (vocab_size {vocab_size})")
 
@@ -70,7 +69,7 @@ def num_chunks(num_tokens: int, seq_len: int) -> int:
 def get_chunk(tokens: np.ndarray, index: int, seq_len: int) -> np.ndarray:
     """Chunk ``index`` of ``tokens`` [n]: ``tokens[i*L : i*L + L + 1]`` (L=seq_len)."""
     start = index * seq_len
-    return tokens[start:start + seq_len + 1]
+    return tokens[start : start + seq_len + 1]
 
 
 class RoundPacker:
@@ -81,11 +80,9 @@ class RoundPacker:
     always succeeds on an empty round).
     """
 
-    def __init__(self, num_rows: int, seq_len: int,
-                 token_num_bytes: np.ndarray) -> None:
+    def __init__(self, num_rows: int, seq_len: int, token_num_bytes: np.ndarray) -> None:
         if num_rows <= 0 or seq_len <= 0:
-            raise DataError(f"batch_size ({num_rows}) and seq_len ({seq_len}) "
-                            "must be positive")
+            raise DataError(f"batch_size ({num_rows}) and seq_len ({seq_len}) must be positive")
         self.num_rows = num_rows
         self.seq_len = seq_len
         self.token_num_bytes = np.asarray(token_num_bytes, np.int32)  # [vocab]
@@ -97,7 +94,7 @@ class RoundPacker:
         self._targets = np.zeros(shape, np.int32)
         self._positions = np.zeros(shape, np.int32)
         self._segment_ids = np.zeros(shape, np.int32)
-        self._fill = np.zeros(self.num_rows, np.int64)      # [rows] used slots
+        self._fill = np.zeros(self.num_rows, np.int64)  # [rows] used slots
         self._num_segments = np.zeros(self.num_rows, np.int32)  # [rows]
 
     @property
@@ -108,8 +105,7 @@ class RoundPacker:
         """Adds ``chunk`` [m] (2 <= m <= seq_len + 1); False if it fits nowhere."""
         n = chunk.shape[0] - 1  # number of (input, target) pairs
         if n < 1 or n > self.seq_len:
-            raise DataError(f"chunk of {chunk.shape[0]} tokens cannot be packed "
-                            f"into seq_len {self.seq_len}")
+            raise DataError(f"chunk of {chunk.shape[0]} tokens cannot be packed into seq_len {self.seq_len}")
         fits = np.flatnonzero(self.seq_len - self._fill >= n)
         if fits.size == 0:
             return False
@@ -133,8 +129,7 @@ class RoundPacker:
             "positions": self._positions,
             "segment_ids": self._segment_ids,
             "weights": real.astype(np.float32),
-            "num_bytes": np.where(
-                real, self.token_num_bytes[self._targets], 0).astype(np.int32),
+            "num_bytes": np.where(real, self.token_num_bytes[self._targets], 0).astype(np.int32),
         }
         self._reset()
         return batch

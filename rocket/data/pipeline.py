@@ -24,8 +24,14 @@ import numpy as np
 
 from rocket.data.corpus import Corpus, prepare_corpus
 from rocket.data.packing import (
-    DataError, RoundPacker, get_chunk, num_chunks, pack_documents,
-    validate_token_ids, with_bos)
+    DataError,
+    RoundPacker,
+    get_chunk,
+    num_chunks,
+    pack_documents,
+    validate_token_ids,
+    with_bos,
+)
 from rocket.data.tokenizers import Tokenizer, get_tokenizer
 
 Batch = dict[str, np.ndarray]  # each [batch, seq]; keys: packing.BATCH_KEYS
@@ -44,8 +50,15 @@ class _Tokenize(grain.transforms.Map):
 class _PackedBatchIterator(grain.DatasetIterator):
     """Checkpointable iterator of packed batches over a token-array iterator."""
 
-    def __init__(self, parent: grain.DatasetIterator, *, seq_len: int,
-                 batch_size: int, bos_id: int, token_num_bytes: np.ndarray) -> None:
+    def __init__(
+        self,
+        parent: grain.DatasetIterator,
+        *,
+        seq_len: int,
+        batch_size: int,
+        bos_id: int,
+        token_num_bytes: np.ndarray,
+    ) -> None:
         super().__init__(parent)
         self._packer = RoundPacker(batch_size, seq_len, token_num_bytes)
         self._seq_len = seq_len
@@ -54,7 +67,7 @@ class _PackedBatchIterator(grain.DatasetIterator):
         self._doc: np.ndarray | None = None  # [n] current document, BOS included
         self._doc_state: Any = None  # parent state just before the current doc
         self._chunk = 0  # next chunk of the current document to pack
-        self._skip = 0   # chunks to skip in the next document (after set_state)
+        self._skip = 0  # chunks to skip in the next document (after set_state)
 
     def _load_next_doc(self) -> bool:
         state = self._parent.get_state()
@@ -98,18 +111,28 @@ class _PackedBatchIterator(grain.DatasetIterator):
 class PackedBatchIterDataset(grain.IterDataset):
     """grain IterDataset: token arrays [n] -> packed batch dicts [batch, seq]."""
 
-    def __init__(self, parent: grain.IterDataset, *, seq_len: int, batch_size: int,
-                 bos_id: int, token_num_bytes: np.ndarray) -> None:
+    def __init__(
+        self,
+        parent: grain.IterDataset,
+        *,
+        seq_len: int,
+        batch_size: int,
+        bos_id: int,
+        token_num_bytes: np.ndarray,
+    ) -> None:
         super().__init__(parent)
-        self._kw = dict(seq_len=seq_len, batch_size=batch_size, bos_id=bos_id,
-                        token_num_bytes=np.asarray(token_num_bytes, np.int32))
+        self._kw = dict(
+            seq_len=seq_len,
+            batch_size=batch_size,
+            bos_id=bos_id,
+            token_num_bytes=np.asarray(token_num_bytes, np.int32),
+        )
 
     def __iter__(self) -> _PackedBatchIterator:
         return _PackedBatchIterator(self._parent.__iter__(), **self._kw)
 
     def __str__(self) -> str:
-        return (f"PackedBatchIterDataset(seq_len={self._kw['seq_len']}, "
-                f"batch_size={self._kw['batch_size']})")
+        return f"PackedBatchIterDataset(seq_len={self._kw['seq_len']}, batch_size={self._kw['batch_size']})"
 
 
 class DataIterator:
@@ -120,7 +143,7 @@ class DataIterator:
         self._it = iter(dataset)
         self.meta = meta  # checked on set_state: seed, shard, shapes, vocab
 
-    def __iter__(self) -> "DataIterator":
+    def __iter__(self) -> DataIterator:
         return self
 
     def __next__(self) -> Batch:
@@ -131,8 +154,9 @@ class DataIterator:
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("meta") != self.meta:
-            raise DataError(f"data iterator state was saved for {state.get('meta')}, "
-                            f"but this iterator is {self.meta}")
+            raise DataError(
+                f"data iterator state was saved for {state.get('meta')}, but this iterator is {self.meta}"
+            )
         self._it.set_state(state["grain"])
 
 
@@ -143,8 +167,10 @@ def _shard(source: Any, shard_index: int, shard_count: int) -> grain.MapDataset:
     if shard_count > 1:
         ds = ds[shard_index::shard_count]
     if len(ds) == 0:
-        raise DataError(f"shard {shard_index}/{shard_count} has no documents "
-                        f"(split has {len(source)}); use fewer hosts or more files")
+        raise DataError(
+            f"shard {shard_index}/{shard_count} has no documents "
+            f"(split has {len(source)}); use fewer hosts or more files"
+        )
     return ds
 
 
@@ -165,15 +191,24 @@ def make_train_iterator(
     reads only documents ``shard_index::shard_count``. ``batch_size`` is the
     per-process batch. ``seed`` must be in [0, 2**32).
     """
-    ds = (_shard(source, shard_index, shard_count)
-          .shuffle(seed=seed).repeat().map(_Tokenize(tokenizer)))
+    ds = _shard(source, shard_index, shard_count).shuffle(seed=seed).repeat().map(_Tokenize(tokenizer))
     read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64)
     it_ds = PackedBatchIterDataset(
-        ds.to_iter_dataset(read), seq_len=seq_len, batch_size=batch_size,
-        bos_id=tokenizer.bos_id, token_num_bytes=tokenizer.token_num_bytes)
-    meta = {"seed": seed, "shard_index": shard_index, "shard_count": shard_count,
-            "seq_len": seq_len, "batch_size": batch_size,
-            "vocab_size": int(tokenizer.vocab_size), "num_docs": len(source)}
+        ds.to_iter_dataset(read),
+        seq_len=seq_len,
+        batch_size=batch_size,
+        bos_id=tokenizer.bos_id,
+        token_num_bytes=tokenizer.token_num_bytes,
+    )
+    meta = {
+        "seed": seed,
+        "shard_index": shard_index,
+        "shard_count": shard_count,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "vocab_size": int(tokenizer.vocab_size),
+        "num_docs": len(source),
+    }
     return DataIterator(it_ds, meta)
 
 
@@ -203,12 +238,15 @@ def make_eval_batches(
         raise DataError("sharded eval needs max_batches (equal step counts per host)")
     if max_batches is not None and max_batches <= 0:
         return []
-    docs = (tokenizer.encode(source[i])
-            for i in range(shard_index, len(source), shard_count))
+    docs = (tokenizer.encode(source[i]) for i in range(shard_index, len(source), shard_count))
     batches: list[Batch] = []
-    for batch in pack_documents(docs, seq_len=seq_len, batch_size=batch_size,
-                                bos_id=tokenizer.bos_id,
-                                token_num_bytes=tokenizer.token_num_bytes):
+    for batch in pack_documents(
+        docs,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        bos_id=tokenizer.bos_id,
+        token_num_bytes=tokenizer.token_num_bytes,
+    ):
         batches.append(batch)
         if max_batches is not None and len(batches) >= max_batches:
             break
@@ -249,19 +287,29 @@ def build_data(
     ``spm_vocab_size`` on tiny corpora).
     """
     corpus = prepare_corpus(spec, val_fraction=val_fraction, cache_dir=cache_dir)
-    tokenizer = get_tokenizer(tokenizer_name, corpus=corpus,
-                              vocab_size=spm_vocab_size, cache_dir=cache_dir)
+    tokenizer = get_tokenizer(tokenizer_name, corpus=corpus, vocab_size=spm_vocab_size, cache_dir=cache_dir)
     train = make_train_iterator(
-        corpus["train"], tokenizer, seq_len=seq_len, batch_size=batch_size,
-        seed=seed, shard_index=shard_index, shard_count=shard_count)
+        corpus["train"],
+        tokenizer,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )
     evals = make_eval_batches(
-        corpus["validation"], tokenizer, seq_len=seq_len, batch_size=batch_size,
-        max_batches=eval_batches, shard_index=shard_index, shard_count=shard_count)
+        corpus["validation"],
+        tokenizer,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_batches=eval_batches,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )
     stats: dict[str, Any] = {s: dict(v) for s, v in corpus.stats.items()}
     stats["eval"] = {
         "batches": len(evals),
         "tokens": int(sum(b["weights"].sum() for b in evals)),
         "bytes": int(sum(b["num_bytes"].sum() for b in evals)),
     }
-    return Data(tokenizer=tokenizer, train=train, eval_batches=evals,
-                corpus=corpus, stats=stats)
+    return Data(tokenizer=tokenizer, train=train, eval_batches=evals, corpus=corpus, stats=stats)

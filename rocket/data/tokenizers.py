@@ -12,7 +12,8 @@ import logging
 import os
 import pathlib
 import time
-from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -28,8 +29,7 @@ _SPACE_PIECE = "\u2581"  # '▁', SentencePiece's whitespace symbol.
 def default_cache_dir() -> pathlib.Path:
     """Rocket cache root: ``$ROCKET_CACHE_DIR`` or ``~/.cache/rocket``."""
     env = os.environ.get("ROCKET_CACHE_DIR")
-    return pathlib.Path(env).expanduser() if env else (
-        pathlib.Path.home() / ".cache" / "rocket")
+    return pathlib.Path(env).expanduser() if env else (pathlib.Path.home() / ".cache" / "rocket")
 
 
 @runtime_checkable
@@ -111,14 +111,12 @@ class SentencePieceTokenizer:
         if self._sp.pad_id() != 0 or self._sp.bos_id() != 1:
             raise DataError("SentencePiece model must have pad_id=0, bos_id=1")
         self._id_bytes = [_piece_bytes(self._sp, i) for i in range(self.vocab_size)]
-        self.token_num_bytes = np.array(
-            [len(b) for b in self._id_bytes], np.int32)  # [vocab]
+        self.token_num_bytes = np.array([len(b) for b in self._id_bytes], np.int32)  # [vocab]
         # A literal '▁' in the text would decode as ' '; encode it as bytes.
-        self._literal_space_ids = [
-            self._sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_PIECE.encode()]
+        self._literal_space_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_PIECE.encode()]
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "SentencePieceTokenizer":
+    def load(cls, path: str | os.PathLike[str]) -> SentencePieceTokenizer:
         return cls(pathlib.Path(path).read_bytes())
 
     def encode(self, text: str | bytes) -> np.ndarray:
@@ -135,8 +133,7 @@ class SentencePieceTokenizer:
 
     def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
         table, n = self._id_bytes, self.vocab_size
-        return b"".join(table[i] for i in np.asarray(ids).reshape(-1).tolist()
-                        if 0 <= i < n)
+        return b"".join(table[i] for i in np.asarray(ids).reshape(-1).tolist() if 0 <= i < n)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
@@ -145,8 +142,9 @@ class SentencePieceTokenizer:
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size})"
 
 
-def _training_sentences(texts: Iterable[str | bytes], max_chars: int,
-                        max_sentence_chars: int) -> Iterator[str]:
+def _training_sentences(
+    texts: Iterable[str | bytes], max_chars: int, max_sentence_chars: int
+) -> Iterator[str]:
     """Cuts documents into line-aligned pieces of <= max_sentence_chars.
 
     Pieces keep their newlines, so merges like ``'):\\n'`` can be learned.
@@ -191,21 +189,36 @@ def train_sentencepiece(
     import sentencepiece as spm
 
     if vocab_size < 4 + 256 + 8:
-        raise DataError(f"SentencePiece vocab_size {vocab_size} too small; "
-                        "need >= 268 (4 specials + 256 byte pieces + merges)")
+        raise DataError(
+            f"SentencePiece vocab_size {vocab_size} too small; "
+            "need >= 268 (4 specials + 256 byte pieces + merges)"
+        )
     sentences = _training_sentences(texts, max_chars, 2000)
     proto = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences, model_writer=proto,
-        vocab_size=vocab_size, hard_vocab_limit=False, model_type="bpe",
-        byte_fallback=True, character_coverage=1.0,
-        normalization_rule_name="identity", remove_extra_whitespaces=False,
-        add_dummy_prefix=False, split_by_whitespace=False,
-        allow_whitespace_only_pieces=True, split_digits=False,
-        max_sentencepiece_length=16, max_sentence_length=8192,
-        pad_id=0, bos_id=1, eos_id=2, unk_id=3,
-        input_sentence_size=0, num_threads=num_threads or os.cpu_count() or 1,
-        minloglevel=2)
+        sentence_iterator=sentences,
+        model_writer=proto,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        split_by_whitespace=False,
+        allow_whitespace_only_pieces=True,
+        split_digits=False,
+        max_sentencepiece_length=16,
+        max_sentence_length=8192,
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        input_sentence_size=0,
+        num_threads=num_threads or os.cpu_count() or 1,
+        minloglevel=2,
+    )
     return proto.getvalue()
 
 
@@ -232,14 +245,12 @@ def load_or_train_sentencepiece(
     if train_source is None or len(train_source) == 0:
         raise DataError("SentencePiece training needs a non-empty training split")
     t0 = time.perf_counter()
-    proto = train_sentencepiece(_sample_documents(train_source),
-                                vocab_size=vocab_size, max_chars=max_chars)
+    proto = train_sentencepiece(_sample_documents(train_source), vocab_size=vocab_size, max_chars=max_chars)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_bytes(proto)
     os.replace(tmp, path)  # atomic: concurrent hosts never see a partial file
-    _log.info("trained SentencePiece vocab %d in %.1fs -> %s",
-              vocab_size, time.perf_counter() - t0, path)
+    _log.info("trained SentencePiece vocab %d in %.1fs -> %s", vocab_size, time.perf_counter() - t0, path)
     return SentencePieceTokenizer(proto)
 
 
@@ -266,6 +277,6 @@ def get_tokenizer(
         if not cid:
             raise DataError("sentencepiece tokenizer needs a corpus_id cache key")
         return load_or_train_sentencepiece(
-            corpus["train"], corpus_id=cid, vocab_size=vocab_size,
-            cache_dir=cache_dir)
+            corpus["train"], corpus_id=cid, vocab_size=vocab_size, cache_dir=cache_dir
+        )
     raise DataError(f"unknown tokenizer {name!r}; use 'byte' or 'sentencepiece'")

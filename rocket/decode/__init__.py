@@ -4,5 +4,18 @@ from rocket.decode.cache import Cache, KVBlock, LayerCache, check_capacity, comm
 from rocket.decode.generate import generate, new_cache, prefill
 from rocket.decode.sampling import SamplerConfig, sample, warp
 
-__all__ = ["Cache", "KVBlock", "LayerCache", "check_capacity", "commit_block", "init_cache", "rollback",
-           "generate", "new_cache", "prefill", "SamplerConfig", "sample", "warp"]
+__all__ = [
+    "Cache",
+    "KVBlock",
+    "LayerCache",
+    "check_capacity",
+    "commit_block",
+    "init_cache",
+    "rollback",
+    "generate",
+    "new_cache",
+    "prefill",
+    "SamplerConfig",
+    "sample",
+    "warp",
+]

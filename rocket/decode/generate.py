@@ -19,59 +19,70 @@ from rocket.decode.sampling import SamplerConfig, sample
 
 
 def new_cache(model: nn.Module, batch: int, max_len: int) -> Cache:
-  cfg = model.cfg
-  return init_cache(cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.resolved_head_dim, jnp.dtype(cfg.dtype))
+    cfg = model.cfg
+    return init_cache(
+        cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
+    )
 
 
-def prefill(model: nn.Module, params: Any, prompt_bp: jax.Array, prompt_len_b: jax.Array,
-            cache: Cache) -> tuple[jax.Array, Cache]:
-  """Runs the prompts through the model and commits their K/V.
+def prefill(
+    model: nn.Module, params: Any, prompt_bp: jax.Array, prompt_len_b: jax.Array, cache: Cache
+) -> tuple[jax.Array, Cache]:
+    """Runs the prompts through the model and commits their K/V.
 
-  Returns the logits [B, V] at each row's last prompt token and the updated cache. Padding past
-  prompt_len[b] is written but not committed (length advances by prompt_len[b]).
-  """
-  b, p = prompt_bp.shape
-  positions_bp = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-  logits_bpv, aux = model.apply(params, prompt_bp, positions_bp, cache=cache, routing="causal")
-  cache = commit_block(cache, aux["new_kv"], prompt_len_b)
-  last_bv = jnp.take_along_axis(logits_bpv, (prompt_len_b - 1)[:, None, None], axis=1)[:, 0]
-  return last_bv, cache
+    Returns the logits [B, V] at each row's last prompt token and the updated cache. Padding past
+    prompt_len[b] is written but not committed (length advances by prompt_len[b]).
+    """
+    b, p = prompt_bp.shape
+    positions_bp = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+    logits_bpv, aux = model.apply(params, prompt_bp, positions_bp, cache=cache, routing="causal")
+    cache = commit_block(cache, aux["new_kv"], prompt_len_b)
+    last_bv = jnp.take_along_axis(logits_bpv, (prompt_len_b - 1)[:, None, None], axis=1)[:, 0]
+    return last_bv, cache
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "sampler", "eos_id"))
-def generate(model: nn.Module, params: Any, prompt_bp: jax.Array, prompt_len_b: jax.Array, key: jax.Array,
-             *, max_new_tokens: int, sampler: SamplerConfig = SamplerConfig(greedy=True),
-             eos_id: int | None = None) -> jax.Array:
-  """Samples `max_new_tokens` tokens after each prompt -> tokens [B, max_new_tokens].
+def generate(
+    model: nn.Module,
+    params: Any,
+    prompt_bp: jax.Array,
+    prompt_len_b: jax.Array,
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    sampler: SamplerConfig = SamplerConfig(greedy=True),
+    eos_id: int | None = None,
+) -> jax.Array:
+    """Samples `max_new_tokens` tokens after each prompt -> tokens [B, max_new_tokens].
 
-  prompt[B, P] is right-padded; prompt_len[B] >= 1 gives each row's real length. Rows that emit
-  `eos_id` keep emitting it. One `lax.while_loop` over 1-token steps with a per-row cache.
-  """
-  b, p = prompt_bp.shape
-  cache = new_cache(model, b, p + max_new_tokens)
-  check_capacity(cache, p + max_new_tokens)
-  logits_bv, cache = prefill(model, params, prompt_bp, prompt_len_b, cache)
-  out_bn = jnp.zeros((b, max_new_tokens), jnp.int32)
+    prompt[B, P] is right-padded; prompt_len[B] >= 1 gives each row's real length. Rows that emit
+    `eos_id` keep emitting it. One `lax.while_loop` over 1-token steps with a per-row cache.
+    """
+    b, p = prompt_bp.shape
+    cache = new_cache(model, b, p + max_new_tokens)
+    check_capacity(cache, p + max_new_tokens)
+    logits_bv, cache = prefill(model, params, prompt_bp, prompt_len_b, cache)
+    out_bn = jnp.zeros((b, max_new_tokens), jnp.int32)
 
-  def body(state):
-    i, logits_bv, cache, out_bn, done_b = state
-    tok_b = sample(jax.random.fold_in(key, i), logits_bv, sampler)
-    if eos_id is not None:
-      tok_b = jnp.where(done_b, eos_id, tok_b)
-      done_b = done_b | (tok_b == eos_id)
-    out_bn = out_bn.at[:, i].set(tok_b)
-    pos_b1 = (prompt_len_b + i)[:, None]
-    logits_b1v, aux = model.apply(params, tok_b[:, None], pos_b1, cache=cache, routing="causal")
-    cache = commit_block(cache, aux["new_kv"], 1)
-    return i + 1, logits_b1v[:, 0], cache, out_bn, done_b
+    def body(state):
+        i, logits_bv, cache, out_bn, done_b = state
+        tok_b = sample(jax.random.fold_in(key, i), logits_bv, sampler)
+        if eos_id is not None:
+            tok_b = jnp.where(done_b, eos_id, tok_b)
+            done_b = done_b | (tok_b == eos_id)
+        out_bn = out_bn.at[:, i].set(tok_b)
+        pos_b1 = (prompt_len_b + i)[:, None]
+        logits_b1v, aux = model.apply(params, tok_b[:, None], pos_b1, cache=cache, routing="causal")
+        cache = commit_block(cache, aux["new_kv"], 1)
+        return i + 1, logits_b1v[:, 0], cache, out_bn, done_b
 
-  def cond(state):
-    i, *_, done_b = state
-    return (i < max_new_tokens) & ~jnp.all(done_b)
+    def cond(state):
+        i, *_, done_b = state
+        return (i < max_new_tokens) & ~jnp.all(done_b)
 
-  init = (jnp.int32(0), logits_bv, cache, out_bn, jnp.zeros((b,), bool))
-  _, _, _, out_bn, done_b = jax.lax.while_loop(cond, body, init)
-  if eos_id is not None:  # rows that stopped early: fill the unwritten tail with EOS
-    written = jnp.cumsum(out_bn == eos_id, axis=1) > 0
-    out_bn = jnp.where(written & done_b[:, None], eos_id, out_bn)
-  return out_bn
+    init = (jnp.int32(0), logits_bv, cache, out_bn, jnp.zeros((b,), bool))
+    _, _, _, out_bn, done_b = jax.lax.while_loop(cond, body, init)
+    if eos_id is not None:  # rows that stopped early: fill the unwritten tail with EOS
+        written = jnp.cumsum(out_bn == eos_id, axis=1) > 0
+        out_bn = jnp.where(written & done_b[:, None], eos_id, out_bn)
+    return out_bn

@@ -6,5 +6,13 @@ from rocket.layers.mlp import SwiGLU
 from rocket.layers.norms import RMSNorm
 from rocket.layers.rope import apply_rope, rope_frequencies
 
-__all__ = ["Attention", "attention_fn", "make_block_mask", "Embed", "SwiGLU", "RMSNorm", "apply_rope",
-           "rope_frequencies"]
+__all__ = [
+    "Attention",
+    "attention_fn",
+    "make_block_mask",
+    "Embed",
+    "SwiGLU",
+    "RMSNorm",
+    "apply_rope",
+    "rope_frequencies",
+]

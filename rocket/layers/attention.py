@@ -26,77 +26,90 @@ from rocket.layers.rope import apply_rope
 _NEG_INF = -1e30  # finite, so a row with nothing visible gives a uniform average, never NaN
 
 
-def attention_fn(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Array, mask_bts: jax.Array, *,
-                 impl: str = "xla") -> jax.Array:
-  """Masked grouped-query attention -> [B, T, H, D_h] in q's dtype. See module docstring."""
-  if impl not in ("xla", "auto"):
-    raise ValueError(f"unknown attention impl {impl!r}; available: 'xla', 'auto'")
-  b, t, h, d = q_bthd.shape
-  kv_heads = k_bskd.shape[2]
-  if h % kv_heads:
-    raise ValueError(f"{h} query heads are not divisible by {kv_heads} key/value heads")
-  q_btkgd = q_bthd.reshape(b, t, kv_heads, h // kv_heads, d)
-  scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd,
-                            preferred_element_type=jnp.float32) * (d ** -0.5)
-  scores_bkgts = jnp.where(mask_bts[:, None, None], scores_bkgts, _NEG_INF)
-  probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1)
-  out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts.astype(v_bskd.dtype), v_bskd)
-  return out_btkgd.reshape(b, t, h, d)
+def attention_fn(
+    q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Array, mask_bts: jax.Array, *, impl: str = "xla"
+) -> jax.Array:
+    """Masked grouped-query attention -> [B, T, H, D_h] in q's dtype. See module docstring."""
+    if impl not in ("xla", "auto"):
+        raise ValueError(f"unknown attention impl {impl!r}; available: 'xla', 'auto'")
+    b, t, h, d = q_bthd.shape
+    kv_heads = k_bskd.shape[2]
+    if h % kv_heads:
+        raise ValueError(f"{h} query heads are not divisible by {kv_heads} key/value heads")
+    q_btkgd = q_bthd.reshape(b, t, kv_heads, h // kv_heads, d)
+    scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd, preferred_element_type=jnp.float32) * (
+        d**-0.5
+    )
+    scores_bkgts = jnp.where(mask_bts[:, None, None], scores_bkgts, _NEG_INF)
+    probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1)
+    out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts.astype(v_bskd.dtype), v_bskd)
+    return out_btkgd.reshape(b, t, h, d)
 
 
-def make_block_mask(segment_ids_bt: jax.Array | None, block_mask_btt: jax.Array | None, t: int,
-                    batch: int) -> jax.Array:
-  """bool[B, T, T] mask among the block's own tokens: causal AND same segment AND user mask.
+def make_block_mask(
+    segment_ids_bt: jax.Array | None, block_mask_btt: jax.Array | None, t: int, batch: int
+) -> jax.Array:
+    """bool[B, T, T] mask among the block's own tokens: causal AND same segment AND user mask.
 
-  Segment ids (from packing) keep documents packed into one row from seeing each other; a user
-  `block_mask` (e.g. a tree's ancestor-or-self mask) is intersected with the causal mask.
-  """
-  causal_tt = jnp.tril(jnp.ones((t, t), bool))
-  mask = jnp.broadcast_to(causal_tt, (batch, t, t))
-  if segment_ids_bt is not None:
-    mask = mask & (segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :])
-  if block_mask_btt is not None:
-    mask = mask & block_mask_btt.astype(bool)
-  return mask
+    Segment ids (from packing) keep documents packed into one row from seeing each other; a user
+    `block_mask` (e.g. a tree's ancestor-or-self mask) is intersected with the causal mask.
+    """
+    causal_tt = jnp.tril(jnp.ones((t, t), bool))
+    mask = jnp.broadcast_to(causal_tt, (batch, t, t))
+    if segment_ids_bt is not None:
+        mask = mask & (segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :])
+    if block_mask_btt is not None:
+        mask = mask & block_mask_btt.astype(bool)
+    return mask
 
 
 class Attention(nn.Module):
-  """Multi-head attention with GQA and RoPE: x[B, T, D] -> (y[B, T, D], (k, v) of the block)."""
+    """Multi-head attention with GQA and RoPE: x[B, T, D] -> (y[B, T, D], (k, v) of the block)."""
 
-  n_heads: int
-  n_kv_heads: int
-  head_dim: int
-  rope_theta: float
-  n_layers: int = 1
-  impl: str = "xla"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    n_layers: int = 1
+    impl: str = "xla"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, block_mask_btt: jax.Array,
-               cache: LayerCache | None = None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    d = x_btd.shape[-1]
-    h, kv, dh = self.n_heads, self.n_kv_heads, self.head_dim
-    wq = self.param("wq", kernel_init(("embed", "heads", "head_dim")), (d, h, dh), self.param_dtype)
-    wk = self.param("wk", kernel_init(("embed", "kv_heads", "head_dim")), (d, kv, dh), self.param_dtype)
-    wv = self.param("wv", kernel_init(("embed", "kv_heads", "head_dim")), (d, kv, dh), self.param_dtype)
-    wo = self.param("wo", kernel_init(("heads", "head_dim", "embed"), in_axes=2, depth=self.n_layers),
-                    (h, dh, d), self.param_dtype)
-    x = x_btd.astype(self.dtype)
-    q_bthd = jnp.einsum("btd,dhk->bthk", x, wq.astype(self.dtype))
-    k_bthd = jnp.einsum("btd,dhk->bthk", x, wk.astype(self.dtype))
-    v_bthd = jnp.einsum("btd,dhk->bthk", x, wv.astype(self.dtype))
-    q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta)
-    k_bthd = apply_rope(k_bthd, positions_bt, self.rope_theta)
-    q_bthd = nn.with_logical_constraint(q_bthd, ("activation_batch", "activation_length",
-                                                 "activation_heads", "activation_kv"))
+    @nn.compact
+    def __call__(
+        self,
+        x_btd: jax.Array,
+        positions_bt: jax.Array,
+        block_mask_btt: jax.Array,
+        cache: LayerCache | None = None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        d = x_btd.shape[-1]
+        h, kv, dh = self.n_heads, self.n_kv_heads, self.head_dim
+        wq = self.param("wq", kernel_init(("embed", "heads", "head_dim")), (d, h, dh), self.param_dtype)
+        wk = self.param("wk", kernel_init(("embed", "kv_heads", "head_dim")), (d, kv, dh), self.param_dtype)
+        wv = self.param("wv", kernel_init(("embed", "kv_heads", "head_dim")), (d, kv, dh), self.param_dtype)
+        wo = self.param(
+            "wo",
+            kernel_init(("heads", "head_dim", "embed"), in_axes=2, depth=self.n_layers),
+            (h, dh, d),
+            self.param_dtype,
+        )
+        x = x_btd.astype(self.dtype)
+        q_bthd = jnp.einsum("btd,dhk->bthk", x, wq.astype(self.dtype))
+        k_bthd = jnp.einsum("btd,dhk->bthk", x, wk.astype(self.dtype))
+        v_bthd = jnp.einsum("btd,dhk->bthk", x, wv.astype(self.dtype))
+        q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta)
+        k_bthd = apply_rope(k_bthd, positions_bt, self.rope_theta)
+        q_bthd = nn.with_logical_constraint(
+            q_bthd, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+        )
 
-    if cache is None:
-      keys, values, mask = k_bthd, v_bthd, block_mask_btt
-    else:  # committed slots first, then the in-flight block
-      keys = jnp.concatenate([cache.k.astype(self.dtype), k_bthd], axis=1)
-      values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
-      mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
-    out_bthd = attention_fn(q_bthd, keys, values, mask, impl=self.impl)
-    y_btd = jnp.einsum("bthk,hkd->btd", out_bthd, wo.astype(self.dtype))
-    return y_btd, (k_bthd, v_bthd)
+        if cache is None:
+            keys, values, mask = k_bthd, v_bthd, block_mask_btt
+        else:  # committed slots first, then the in-flight block
+            keys = jnp.concatenate([cache.k.astype(self.dtype), k_bthd], axis=1)
+            values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
+            mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
+        out_bthd = attention_fn(q_bthd, keys, values, mask, impl=self.impl)
+        y_btd = jnp.einsum("bthk,hkd->btd", out_bthd, wo.astype(self.dtype))
+        return y_btd, (k_bthd, v_bthd)

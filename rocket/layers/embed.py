@@ -10,21 +10,29 @@ from rocket.layers.init import embed_init
 
 
 class Embed(nn.Module):
-  """tokens[B, T] -> x[B, T, D]; `attend(h[B, T, D]) -> logits[B, T, V]` (float32) with the same table."""
+    """tokens[B, T] -> x[B, T, D]; `attend(h[B, T, D]) -> logits[B, T, V]` (float32) with the same table."""
 
-  vocab_size: int
-  d_model: int
-  init_std: float = 0.02
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+    vocab_size: int
+    d_model: int
+    init_std: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
-  def setup(self):
-    self.table_vd = self.param("embedding", embed_init(("vocab", "embed"), self.init_std),
-                               (self.vocab_size, self.d_model), self.param_dtype)
+    def setup(self):
+        self.table_vd = self.param(
+            "embedding",
+            embed_init(("vocab", "embed"), self.init_std),
+            (self.vocab_size, self.d_model),
+            self.param_dtype,
+        )
 
-  def __call__(self, tokens_bt: jax.Array) -> jax.Array:
-    return jnp.take(self.table_vd, tokens_bt, axis=0).astype(self.dtype)
+    def __call__(self, tokens_bt: jax.Array) -> jax.Array:
+        return jnp.take(self.table_vd, tokens_bt, axis=0).astype(self.dtype)
 
-  def attend(self, h_btd: jax.Array) -> jax.Array:
-    return jnp.einsum("btd,vd->btv", h_btd.astype(self.dtype), self.table_vd.astype(self.dtype),
-                      preferred_element_type=jnp.float32)
+    def attend(self, h_btd: jax.Array) -> jax.Array:
+        return jnp.einsum(
+            "btd,vd->btv",
+            h_btd.astype(self.dtype),
+            self.table_vd.astype(self.dtype),
+            preferred_element_type=jnp.float32,
+        )

@@ -10,21 +10,22 @@ from rocket.layers.init import kernel_init
 
 
 class SwiGLU(nn.Module):
-  """x[B, T, D] -> [B, T, D] through a gated hidden layer of width F."""
+    """x[B, T, D] -> [B, T, D] through a gated hidden layer of width F."""
 
-  d_ff: int
-  n_layers: int = 1
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+    d_ff: int
+    n_layers: int = 1
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x_btd: jax.Array) -> jax.Array:
-    d = x_btd.shape[-1]
-    w_gate_df = self.param("w_gate", kernel_init(("embed", "mlp")), (d, self.d_ff), self.param_dtype)
-    w_up_df = self.param("w_up", kernel_init(("embed", "mlp")), (d, self.d_ff), self.param_dtype)
-    w_down_fd = self.param("w_down", kernel_init(("mlp", "embed"), depth=self.n_layers),
-                           (self.d_ff, d), self.param_dtype)
-    x = x_btd.astype(self.dtype)
-    h_btf = nn.silu(x @ w_gate_df.astype(self.dtype)) * (x @ w_up_df.astype(self.dtype))
-    h_btf = nn.with_logical_constraint(h_btf, ("activation_batch", "activation_length", "activation_mlp"))
-    return h_btf @ w_down_fd.astype(self.dtype)
+    @nn.compact
+    def __call__(self, x_btd: jax.Array) -> jax.Array:
+        d = x_btd.shape[-1]
+        w_gate_df = self.param("w_gate", kernel_init(("embed", "mlp")), (d, self.d_ff), self.param_dtype)
+        w_up_df = self.param("w_up", kernel_init(("embed", "mlp")), (d, self.d_ff), self.param_dtype)
+        w_down_fd = self.param(
+            "w_down", kernel_init(("mlp", "embed"), depth=self.n_layers), (self.d_ff, d), self.param_dtype
+        )
+        x = x_btd.astype(self.dtype)
+        h_btf = nn.silu(x @ w_gate_df.astype(self.dtype)) * (x @ w_up_df.astype(self.dtype))
+        h_btf = nn.with_logical_constraint(h_btf, ("activation_batch", "activation_length", "activation_mlp"))
+        return h_btf @ w_down_fd.astype(self.dtype)

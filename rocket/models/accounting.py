@@ -17,28 +17,28 @@ from rocket.config import ModelConfig
 
 
 def _layer_matmul_params(cfg: ModelConfig) -> int:
-  d, dh, f = cfg.d_model, cfg.resolved_head_dim, cfg.resolved_d_ff
-  attn = d * dh * (cfg.n_heads + 2 * cfg.n_kv_heads) + cfg.n_heads * dh * d
-  mlp = 3 * d * f
-  return attn + mlp
+    d, dh, f = cfg.d_model, cfg.resolved_head_dim, cfg.resolved_d_ff
+    attn = d * dh * (cfg.n_heads + 2 * cfg.n_kv_heads) + cfg.n_heads * dh * d
+    mlp = 3 * d * f
+    return attn + mlp
 
 
 def param_count(cfg: ModelConfig, *, include_embedding: bool = True) -> int:
-  """Number of parameters of `Transformer(cfg)` (equals the size of its param tree)."""
-  d = cfg.d_model
-  per_layer = _layer_matmul_params(cfg) + 2 * d  # + two RMSNorm scales
-  total = cfg.n_layers * per_layer + d  # + final norm
-  if include_embedding:
-    total += cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
-  elif not cfg.tie_embeddings:
-    total += cfg.vocab_size * d  # the untied LM head is a matmul, not a lookup
-  return total
+    """Number of parameters of `Transformer(cfg)` (equals the size of its param tree)."""
+    d = cfg.d_model
+    per_layer = _layer_matmul_params(cfg) + 2 * d  # + two RMSNorm scales
+    total = cfg.n_layers * per_layer + d  # + final norm
+    if include_embedding:
+        total += cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+    elif not cfg.tie_embeddings:
+        total += cfg.vocab_size * d  # the untied LM head is a matmul, not a lookup
+    return total
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) -> float:
-  """Model FLOPs per token for a causal sequence of `seq_len` tokens (see module docstring)."""
-  matmul_params = cfg.n_layers * _layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
-  ctx = (seq_len + 1) / 2
-  attn = 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.resolved_head_dim * ctx
-  forward = 2 * matmul_params + attn
-  return 3 * forward if training else forward
+    """Model FLOPs per token for a causal sequence of `seq_len` tokens (see module docstring)."""
+    matmul_params = cfg.n_layers * _layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
+    ctx = (seq_len + 1) / 2
+    attn = 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.resolved_head_dim * ctx
+    forward = 2 * matmul_params + attn
+    return 3 * forward if training else forward

@@ -36,82 +36,116 @@ _REMAT_POLICIES = {
 
 
 class Block(nn.Module):
-  """One pre-norm decoder block: (h[B, T, D], ...) -> (h[B, T, D], (k, v)[B, T, H_kv, D_h])."""
+    """One pre-norm decoder block: (h[B, T, D], ...) -> (h[B, T, D], (k, v)[B, T, H_kv, D_h])."""
 
-  cfg: ModelConfig
+    cfg: ModelConfig
 
-  @nn.compact
-  def __call__(self, h_btd: jax.Array, positions_bt: jax.Array, block_mask_btt: jax.Array,
-               cache: LayerCache | None):
-    cfg = self.cfg
-    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-    norm = lambda name: RMSNorm(cfg.norm_eps, dtype, pdtype, name=name)
-    attn = Attention(cfg.n_heads, cfg.n_kv_heads, cfg.resolved_head_dim, cfg.rope_theta,
-                     n_layers=cfg.n_layers, impl=cfg.attention_impl, dtype=dtype, param_dtype=pdtype,
-                     name="attn")
-    y_btd, kv = attn(norm("attn_norm")(h_btd), positions_bt, block_mask_btt, cache)
-    h_btd = h_btd + y_btd.astype(h_btd.dtype)
-    mlp = SwiGLU(cfg.resolved_d_ff, n_layers=cfg.n_layers, dtype=dtype, param_dtype=pdtype, name="mlp")
-    h_btd = h_btd + mlp(norm("mlp_norm")(h_btd)).astype(h_btd.dtype)
-    h_btd = nn.with_logical_constraint(h_btd, ("activation_batch", "activation_length", "activation_embed"))
-    return h_btd, kv
+    @nn.compact
+    def __call__(
+        self, h_btd: jax.Array, positions_bt: jax.Array, block_mask_btt: jax.Array, cache: LayerCache | None
+    ):
+        cfg = self.cfg
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        norm = lambda name: RMSNorm(cfg.norm_eps, dtype, pdtype, name=name)
+        attn = Attention(
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.resolved_head_dim,
+            cfg.rope_theta,
+            n_layers=cfg.n_layers,
+            impl=cfg.attention_impl,
+            dtype=dtype,
+            param_dtype=pdtype,
+            name="attn",
+        )
+        y_btd, kv = attn(norm("attn_norm")(h_btd), positions_bt, block_mask_btt, cache)
+        h_btd = h_btd + y_btd.astype(h_btd.dtype)
+        mlp = SwiGLU(cfg.resolved_d_ff, n_layers=cfg.n_layers, dtype=dtype, param_dtype=pdtype, name="mlp")
+        h_btd = h_btd + mlp(norm("mlp_norm")(h_btd)).astype(h_btd.dtype)
+        h_btd = nn.with_logical_constraint(
+            h_btd, ("activation_batch", "activation_length", "activation_embed")
+        )
+        return h_btd, kv
 
 
 def _block_class(cfg: ModelConfig) -> type[nn.Module]:
-  if cfg.remat == "none":
-    return Block
-  return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.remat == "none":
+        return Block
+    return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
 
 
 class Transformer(nn.Module):
-  """Decoder-only LM. See the module docstring for the math and the call signature."""
+    """Decoder-only LM. See the module docstring for the math and the call signature."""
 
-  cfg: ModelConfig
+    cfg: ModelConfig
 
-  @nn.compact
-  def __call__(self, tokens: jax.Array, positions: jax.Array, *, cache: Cache | None = None,
-               segment_ids: jax.Array | None = None, block_mask: jax.Array | None = None,
-               routing: str = "topk", deterministic: bool = True) -> tuple[jax.Array, dict[str, Any]]:
-    del deterministic  # the dense baseline has no dropout; the argument is part of the interface
-    if routing not in ("topk", "causal"):
-      raise ValueError(f"routing must be 'topk' or 'causal', got {routing!r}")
-    cfg = self.cfg
-    b, t = tokens.shape
-    if positions.shape != tokens.shape:
-      raise ValueError(f"positions {positions.shape} must have the shape of tokens {tokens.shape}")
-    if t > cfg.max_seq_len:
-      raise ValueError(f"sequence length {t} exceeds model.max_seq_len={cfg.max_seq_len}")
-    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        *,
+        cache: Cache | None = None,
+        segment_ids: jax.Array | None = None,
+        block_mask: jax.Array | None = None,
+        routing: str = "topk",
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        del deterministic  # the dense baseline has no dropout; the argument is part of the interface
+        if routing not in ("topk", "causal"):
+            raise ValueError(f"routing must be 'topk' or 'causal', got {routing!r}")
+        cfg = self.cfg
+        b, t = tokens.shape
+        if positions.shape != tokens.shape:
+            raise ValueError(f"positions {positions.shape} must have the shape of tokens {tokens.shape}")
+        if t > cfg.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={cfg.max_seq_len}")
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
-    embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dtype, pdtype, name="embed")
-    h_btd = embed(tokens)
-    h_btd = nn.with_logical_constraint(h_btd, ("activation_batch", "activation_length", "activation_embed"))
-    mask_btt = make_block_mask(segment_ids, block_mask, t, b)
+        embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dtype, pdtype, name="embed")
+        h_btd = embed(tokens)
+        h_btd = nn.with_logical_constraint(
+            h_btd, ("activation_batch", "activation_length", "activation_embed")
+        )
+        mask_btt = make_block_mask(segment_ids, block_mask, t, b)
 
-    block_cls = _block_class(cfg)
-    if cfg.scan_layers:
-      stack = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.n_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
-      h_btd, (k_lbthd, v_lbthd) = stack(h_btd, positions, mask_btt,
-                                        None if cache is None else cache.layers())
-    else:
-      ks, vs = [], []
-      for i in range(cfg.n_layers):
-        h_btd, (k, v) = block_cls(cfg, name=f"layers_{i}")(
-            h_btd, positions, mask_btt, None if cache is None else cache.layer(i))
-        ks.append(k)
-        vs.append(v)
-      k_lbthd, v_lbthd = jnp.stack(ks), jnp.stack(vs)
+        block_cls = _block_class(cfg)
+        if cfg.scan_layers:
+            stack = nn.scan(
+                block_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast, 0),
+                length=cfg.n_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, name="layers")
+            h_btd, (k_lbthd, v_lbthd) = stack(
+                h_btd, positions, mask_btt, None if cache is None else cache.layers()
+            )
+        else:
+            ks, vs = [], []
+            for i in range(cfg.n_layers):
+                h_btd, (k, v) = block_cls(cfg, name=f"layers_{i}")(
+                    h_btd, positions, mask_btt, None if cache is None else cache.layer(i)
+                )
+                ks.append(k)
+                vs.append(v)
+            k_lbthd, v_lbthd = jnp.stack(ks), jnp.stack(vs)
 
-    h_btd = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(h_btd)
-    if cfg.tie_embeddings:
-      logits_btv = embed.attend(h_btd)
-    else:
-      w_out_dv = self.param("unembed", kernel_init(("embed", "vocab")), (cfg.d_model, cfg.vocab_size), pdtype)
-      logits_btv = jnp.einsum("btd,dv->btv", h_btd, w_out_dv.astype(dtype), preferred_element_type=jnp.float32)
-    logits_btv = nn.with_logical_constraint(logits_btv, ("activation_batch", "activation_length", "activation_vocab"))
-    aux: dict[str, Any] = {"hidden": h_btd}
-    if cache is not None:
-      aux["new_kv"] = KVBlock(k=k_lbthd, v=v_lbthd, positions=positions.astype(jnp.int32))
-    return logits_btv, aux
+        h_btd = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(h_btd)
+        if cfg.tie_embeddings:
+            logits_btv = embed.attend(h_btd)
+        else:
+            w_out_dv = self.param(
+                "unembed", kernel_init(("embed", "vocab")), (cfg.d_model, cfg.vocab_size), pdtype
+            )
+            logits_btv = jnp.einsum(
+                "btd,dv->btv", h_btd, w_out_dv.astype(dtype), preferred_element_type=jnp.float32
+            )
+        logits_btv = nn.with_logical_constraint(
+            logits_btv, ("activation_batch", "activation_length", "activation_vocab")
+        )
+        aux: dict[str, Any] = {"hidden": h_btd}
+        if cache is not None:
+            aux["new_kv"] = KVBlock(k=k_lbthd, v=v_lbthd, positions=positions.astype(jnp.int32))
+        return logits_btv, aux

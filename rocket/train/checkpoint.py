@@ -95,8 +95,8 @@ def _check_local_directory(path: str, read_only: bool) -> None:
     """Raises CheckpointError unless `path` is (or can become) a usable dir."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise CheckpointError(
-            f"Checkpoint directory {path!r} exists but is a file, not a "
-            f"directory: {_HINT}.")
+            f"Checkpoint directory {path!r} exists but is a file, not a directory: {_HINT}."
+        )
     if not os.path.isdir(path):
         if read_only:
             raise CheckpointError(f"Checkpoint directory {path!r} does not exist.")
@@ -105,13 +105,15 @@ def _check_local_directory(path: str, read_only: bool) -> None:
         except OSError as e:
             raise CheckpointError(
                 f"Cannot create checkpoint directory {path!r} ({e.strerror or e}): "
-                "point --config.train.workdir at a writable location.") from e
+                "point --config.train.workdir at a writable location."
+            ) from e
     mode = os.R_OK | os.X_OK | (0 if read_only else os.W_OK)
     if not os.access(path, mode):
         need = "readable" if read_only else "readable and writable"
         raise CheckpointError(
             f"Checkpoint directory {path!r} is not {need} by this user: fix "
-            "its permissions, or point --config.train.workdir elsewhere.")
+            "its permissions, or point --config.train.workdir elsewhere."
+        )
 
 
 def _abstract_leaf(x: Any) -> Any:
@@ -146,9 +148,15 @@ class Checkpointer:
       read_only: open an existing directory for restoring only.
     """
 
-    def __init__(self, directory: str, *, keep: int = 3,
-                 async_save: bool = True, save_interval_steps: int = 1,
-                 read_only: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep: int = 3,
+        async_save: bool = True,
+        save_interval_steps: int = 1,
+        read_only: bool = False,
+    ) -> None:
         self.directory = os.fspath(directory)
         if not _is_remote(self.directory):
             self.directory = os.path.abspath(self.directory)
@@ -158,15 +166,19 @@ class Checkpointer:
         self._read_only = read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
-            enable_async_checkpointing=async_save, create=not read_only,
-            cleanup_tmp_directories=not read_only, read_only=read_only)
+            enable_async_checkpointing=async_save,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
+        )
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         except Exception as e:  # noqa: BLE001 - orbax raises many types
             raise CheckpointError(
                 f"Cannot open checkpoint directory {self.directory!r}: "
                 f"{_short(e)}. Fix it, or point --config.train.workdir "
-                "elsewhere.") from e
+                "elsewhere."
+            ) from e
 
     # -- queries -----------------------------------------------------------
     def latest_step(self) -> int | None:
@@ -182,8 +194,15 @@ class Checkpointer:
         return os.path.join(self.directory, str(step))
 
     # -- save --------------------------------------------------------------
-    def save(self, step: int, state: PyTree, *, data_state: dict | None,
-             meta: dict | None = None, force: bool = False) -> bool:
+    def save(
+        self,
+        step: int,
+        state: PyTree,
+        *,
+        data_state: dict | None,
+        meta: dict | None = None,
+        force: bool = False,
+    ) -> bool:
         """Starts saving checkpoint `step`; returns whether a save started.
 
         With async saving the write continues in the background; call `wait()`
@@ -195,8 +214,7 @@ class Checkpointer:
             return False
         latest = self._manager.latest_step()
         if latest is not None and step <= latest:
-            _log.warning("Not saving step %d: %s already holds step %d.",
-                         step, self.directory, latest)
+            _log.warning("Not saving step %d: %s already holds step %d.", step, self.directory, latest)
             return False
         items = {_STATE: ocp.args.StandardSave(state)}
         if data_state is not None:
@@ -204,17 +222,16 @@ class Checkpointer:
         if meta is not None:
             items[_META] = ocp.args.JsonSave(meta)
         try:
-            return bool(self._manager.save(
-                step, args=ocp.args.Composite(**items), force=True))
+            return bool(self._manager.save(step, args=ocp.args.Composite(**items), force=True))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(
                 f"Saving checkpoint step {step} to {self.step_path(step)!r} "
                 f"failed: {_short(e)}. Check free space and permissions, or "
-                "point --config.train.workdir elsewhere.") from e
+                "point --config.train.workdir elsewhere."
+            ) from e
 
     # -- restore -----------------------------------------------------------
-    def restore(self, step: int | None, abstract_state: PyTree
-                ) -> tuple[PyTree, dict | None, dict | None]:
+    def restore(self, step: int | None, abstract_state: PyTree) -> tuple[PyTree, dict | None, dict | None]:
         """Restores (state, data_state, meta) of `step` (None: the latest).
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (optionally with
@@ -230,15 +247,14 @@ class Checkpointer:
         if step is not None:
             if int(step) not in steps:
                 raise CheckpointError(
-                    f"No checkpoint step {step} in {self.directory!r}; "
-                    f"available steps: {steps or 'none'}.")
+                    f"No checkpoint step {step} in {self.directory!r}; available steps: {steps or 'none'}."
+                )
             return self._restore_or_raise(int(step), abstract)
         if not steps:
             raise CheckpointError(f"No checkpoint found in {self.directory!r}.")
         return self._restore_newest_readable(steps, abstract)
 
-    def _restore_step(self, step: int, abstract: PyTree
-                      ) -> tuple[PyTree, dict | None, dict | None]:
+    def _restore_step(self, step: int, abstract: PyTree) -> tuple[PyTree, dict | None, dict | None]:
         """Restores one step; orbax exceptions propagate."""
         path = self.step_path(step)
         items = {_STATE: ocp.args.StandardRestore(abstract)}
@@ -249,8 +265,7 @@ class Checkpointer:
         self.restored_step = step
         return out[_STATE], out.get(_DATA), out.get(_META)
 
-    def _restore_or_raise(self, step: int, abstract: PyTree
-                          ) -> tuple[PyTree, dict | None, dict | None]:
+    def _restore_or_raise(self, step: int, abstract: PyTree) -> tuple[PyTree, dict | None, dict | None]:
         """Restores `step`, turning any failure into one CheckpointError."""
         try:
             return self._restore_step(step, abstract)
@@ -264,18 +279,21 @@ class Checkpointer:
             f"restored: {_short(e)}. Either it is corrupt/incomplete (files "
             f"deleted or truncated) -- {_HINT} -- or the model/optimizer "
             "config differs from the one that wrote it (restore with the "
-            "same config).")
+            "same config)."
+        )
 
-    def _restore_newest_readable(self, steps: list[int], abstract: PyTree
-                                 ) -> tuple[PyTree, dict | None, dict | None]:
+    def _restore_newest_readable(
+        self, steps: list[int], abstract: PyTree
+    ) -> tuple[PyTree, dict | None, dict | None]:
         """Tries steps newest-first; moves unreadable newer steps aside."""
         failures: list[tuple[int, BaseException]] = []
         for step in reversed(steps):
             try:
                 result = self._restore_step(step, abstract)
             except Exception as e:  # noqa: BLE001
-                _log.warning("Checkpoint step %d at %s is unreadable: %s",
-                             step, self.step_path(step), _short(e))
+                _log.warning(
+                    "Checkpoint step %d at %s is unreadable: %s", step, self.step_path(step), _short(e)
+                )
                 failures.append((step, e))
                 continue
             for bad, _ in failures:
@@ -287,8 +305,11 @@ class Checkpointer:
     def _quarantine(self, step: int) -> None:
         """Renames an unreadable step to `<step>.corrupt` so orbax ignores it."""
         if self._read_only:
-            _log.warning("Checkpoint step %d at %s is corrupt/unreadable; "
-                         "restored an older step.", step, self.step_path(step))
+            _log.warning(
+                "Checkpoint step %d at %s is corrupt/unreadable; restored an older step.",
+                step,
+                self.step_path(step),
+            )
             return
         src = epath.Path(self.step_path(step))
         dst = src.parent / (src.name + _CORRUPT_SUFFIX)
@@ -303,7 +324,9 @@ class Checkpointer:
         _log.warning(
             "Checkpoint step %d is corrupt/unreadable; resumed from an older "
             "step and moved it to %s (delete it when no longer needed).",
-            step, dst)
+            step,
+            dst,
+        )
         self._manager.reload()
 
     # -- lifecycle ---------------------------------------------------------
@@ -315,7 +338,8 @@ class Checkpointer:
             raise CheckpointError(
                 f"An async checkpoint save to {self.directory!r} failed: "
                 f"{_short(e)}. Check free space and permissions, or point "
-                "--config.train.workdir elsewhere.") from e
+                "--config.train.workdir elsewhere."
+            ) from e
 
     def close(self) -> None:
         """Waits for pending saves and releases orbax resources."""
@@ -324,7 +348,7 @@ class Checkpointer:
         finally:
             self._manager.close()
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, *exc: object) -> None:

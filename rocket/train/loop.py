@@ -34,190 +34,248 @@ _log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Trainer:
-  """The compiled pieces of a run: model, optimizer, mesh, shardings and jitted steps."""
+    """The compiled pieces of a run: model, optimizer, mesh, shardings and jitted steps."""
 
-  cfg: ExperimentConfig
-  model: Transformer
-  mesh: jax.sharding.Mesh
-  state_shardings: Any
-  init_fn: Any
-  train_step: Any
-  eval_step: Any
-  schedule: Any
+    cfg: ExperimentConfig
+    model: Transformer
+    mesh: jax.sharding.Mesh
+    state_shardings: Any
+    init_fn: Any
+    train_step: Any
+    eval_step: Any
+    schedule: Any
 
-  @classmethod
-  def build(cls, cfg: ExperimentConfig, mesh: jax.sharding.Mesh | None = None) -> "Trainer":
-    mesh = mesh or parallel.make_mesh(cfg.parallel)
-    model = Transformer(cfg.model)
-    tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
-    boxed_init = lambda rng: init_state(model, tx, rng, cfg.data.seq_len)
-    with nn.logical_axis_rules(parallel.DEFAULT_RULES):
-      abstract = jax.eval_shape(boxed_init, jax.random.key(0))
-      shardings = parallel.logical_to_shardings(abstract, mesh)
-    batch_sh = parallel.batch_sharding(mesh)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    init_fn = jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)), out_shardings=shardings)
-    train_step = jax.jit(_with_rules(make_train_step(model, tx)), in_shardings=(shardings, batch_sh, replicated),
-                         out_shardings=(shardings, replicated), donate_argnums=(0,))
-    eval_step = jax.jit(_with_rules(make_eval_step(model)), in_shardings=(shardings.params, batch_sh),
-                        out_shardings=replicated)
-    return cls(cfg, model, mesh, shardings, init_fn, train_step, eval_step, schedule)
+    @classmethod
+    def build(cls, cfg: ExperimentConfig, mesh: jax.sharding.Mesh | None = None) -> Trainer:
+        mesh = mesh or parallel.make_mesh(cfg.parallel)
+        model = Transformer(cfg.model)
+        tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
+        boxed_init = lambda rng: init_state(model, tx, rng, cfg.data.seq_len)
+        with nn.logical_axis_rules(parallel.DEFAULT_RULES):
+            abstract = jax.eval_shape(boxed_init, jax.random.key(0))
+            shardings = parallel.logical_to_shardings(abstract, mesh)
+        batch_sh = parallel.batch_sharding(mesh)
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        init_fn = jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)), out_shardings=shardings)
+        train_step = jax.jit(
+            _with_rules(make_train_step(model, tx)),
+            in_shardings=(shardings, batch_sh, replicated),
+            out_shardings=(shardings, replicated),
+            donate_argnums=(0,),
+        )
+        eval_step = jax.jit(
+            _with_rules(make_eval_step(model)),
+            in_shardings=(shardings.params, batch_sh),
+            out_shardings=replicated,
+        )
+        return cls(cfg, model, mesh, shardings, init_fn, train_step, eval_step, schedule)
 
-  def init(self, seed: int) -> TrainState:
-    with jax.set_mesh(self.mesh):
-      return self.init_fn(jax.random.key(seed))
+    def init(self, seed: int) -> TrainState:
+        with jax.set_mesh(self.mesh):
+            return self.init_fn(jax.random.key(seed))
 
-  def abstract_state(self) -> Any:
-    """ShapeDtypeStructs with the run's shardings (what checkpoints restore into)."""
-    shapes = jax.eval_shape(self.init_fn, jax.random.key(0))
-    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
-                        self.state_shardings)
+    def abstract_state(self) -> Any:
+        """ShapeDtypeStructs with the run's shardings (what checkpoints restore into)."""
+        shapes = jax.eval_shape(self.init_fn, jax.random.key(0))
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, self.state_shardings
+        )
 
-  def step(self, state: TrainState, local_batch: dict[str, np.ndarray]) -> tuple[TrainState, dict]:
-    batch = parallel.global_batch(local_batch, self.mesh)
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    with jax.set_mesh(self.mesh):
-      return self.train_step(state, batch, rng)
+    def step(self, state: TrainState, local_batch: dict[str, np.ndarray]) -> tuple[TrainState, dict]:
+        batch = parallel.global_batch(local_batch, self.mesh)
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        with jax.set_mesh(self.mesh):
+            return self.train_step(state, batch, rng)
 
-  def evaluate(self, params: Any, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Validation loss (nats/token) and bits/byte over `batches` (causal routing)."""
-    totals = {"nats": 0.0, "tokens": 0.0, "bytes": 0.0}
-    with jax.set_mesh(self.mesh):
-      sums = [self.eval_step(params, parallel.global_batch(b, self.mesh)) for b in batches]
-    for s in jax.device_get(sums):
-      for k in totals:
-        totals[k] += float(s[k])
-    return {"loss": totals["nats"] / max(totals["tokens"], 1.0),
-            "bits_per_byte": bits_per_byte(totals["nats"], totals["bytes"])}
+    def evaluate(self, params: Any, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        """Validation loss (nats/token) and bits/byte over `batches` (causal routing)."""
+        totals = {"nats": 0.0, "tokens": 0.0, "bytes": 0.0}
+        with jax.set_mesh(self.mesh):
+            sums = [self.eval_step(params, parallel.global_batch(b, self.mesh)) for b in batches]
+        for s in jax.device_get(sums):
+            for k in totals:
+                totals[k] += float(s[k])
+        return {
+            "loss": totals["nats"] / max(totals["tokens"], 1.0),
+            "bits_per_byte": bits_per_byte(totals["nats"], totals["bytes"]),
+        }
 
 
 def _with_rules(fn):
-  """Traces `fn` under rocket's logical axis rules, so activation constraints shard."""
-  def wrapped(*args):
-    with nn.logical_axis_rules(parallel.DEFAULT_RULES):
-      return fn(*args)
-  return wrapped
+    """Traces `fn` under rocket's logical axis rules, so activation constraints shard."""
+
+    def wrapped(*args):
+        with nn.logical_axis_rules(parallel.DEFAULT_RULES):
+            return fn(*args)
+
+    return wrapped
 
 
 def sample_text(model: Transformer, params: Any, tokenizer: Any, cfg: ExperimentConfig, seed: int) -> str:
-  """Generates `train.sample_tokens` tokens after `train.sample_prompt` with the run's sampler."""
-  tc = cfg.train
-  prompt = np.concatenate([[tokenizer.bos_id], tokenizer.encode(tc.sample_prompt)]).astype(np.int32)
-  n_new = min(tc.sample_tokens, cfg.model.max_seq_len - len(prompt))
-  if n_new <= 0:
-    return ""
-  sampler = (SamplerConfig(greedy=True) if tc.sample_temperature == 0 else
-             SamplerConfig(temperature=tc.sample_temperature, top_k=tc.sample_top_k, top_p=tc.sample_top_p))
-  if jax.process_count() > 1:  # params span other hosts' devices: gather (a collective: every process calls this)
-    from jax.experimental import multihost_utils
-    params = multihost_utils.process_allgather(params, tiled=True)
-  else:
-    params = jax.device_get(params)
-  out = generate(model, {"params": params}, jnp.asarray(prompt)[None], jnp.array([len(prompt)]),
-                 jax.random.key(seed), max_new_tokens=n_new, sampler=sampler)
-  return tc.sample_prompt + tokenizer.decode(np.asarray(out[0]))
+    """Generates `train.sample_tokens` tokens after `train.sample_prompt` with the run's sampler."""
+    tc = cfg.train
+    prompt = np.concatenate([[tokenizer.bos_id], tokenizer.encode(tc.sample_prompt)]).astype(np.int32)
+    n_new = min(tc.sample_tokens, cfg.model.max_seq_len - len(prompt))
+    if n_new <= 0:
+        return ""
+    sampler = (
+        SamplerConfig(greedy=True)
+        if tc.sample_temperature == 0
+        else SamplerConfig(temperature=tc.sample_temperature, top_k=tc.sample_top_k, top_p=tc.sample_top_p)
+    )
+    if (
+        jax.process_count() > 1
+    ):  # params span other hosts' devices: gather (a collective: every process calls this)
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    else:
+        params = jax.device_get(params)
+    out = generate(
+        model,
+        {"params": params},
+        jnp.asarray(prompt)[None],
+        jnp.array([len(prompt)]),
+        jax.random.key(seed),
+        max_new_tokens=n_new,
+        sampler=sampler,
+    )
+    return tc.sample_prompt + tokenizer.decode(np.asarray(out[0]))
 
 
 def _check_vocab(cfg: ExperimentConfig, vocab: int) -> None:
-  if cfg.model.vocab_size < vocab:
-    raise ConfigError(f"config field 'model.vocab_size': {cfg.model.vocab_size} is smaller than the "
-                      f"{cfg.data.tokenizer!r} tokenizer's vocabulary of {vocab}; set --config.model.vocab_size={vocab}")
+    if cfg.model.vocab_size < vocab:
+        raise ConfigError(
+            f"config field 'model.vocab_size': {cfg.model.vocab_size} is smaller than the "
+            f"{cfg.data.tokenizer!r} tokenizer's vocabulary of {vocab}; set --config.model.vocab_size={vocab}"
+        )
 
 
 def train(cfg: ExperimentConfig) -> dict[str, Any]:
-  """Runs (or resumes) the experiment; returns the final metrics and where outputs went."""
-  parallel.maybe_initialize_distributed()
-  tc, dc = cfg.train, cfg.data
-  n_proc, proc = jax.process_count(), jax.process_index()
-  if dc.batch_size % n_proc:
-    raise ConfigError(f"config field 'data.batch_size': {dc.batch_size} is not divisible by {n_proc} processes")
-  data = build_data(dc.corpus, dc.tokenizer, seq_len=dc.seq_len, batch_size=dc.batch_size // n_proc,
-                    seed=tc.seed, val_fraction=dc.val_fraction, cache_dir=dc.cache_dir or None,
-                    spm_vocab_size=dc.spm_vocab_size, eval_batches=dc.eval_batches, shard_index=proc,
-                    shard_count=n_proc)
-  _check_vocab(cfg, data.tokenizer.vocab_size)
-  trainer = Trainer.build(cfg)
-  workdir = os.path.abspath(tc.workdir)
-  ckpt_dir, log_dir = os.path.join(workdir, "checkpoints"), os.path.join(workdir, "logs")
-  ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
-  writer = MetricWriter(log_dir, enabled=proc == 0)
-  writer.write_hparams(to_dict(cfg))
+    """Runs (or resumes) the experiment; returns the final metrics and where outputs went."""
+    parallel.maybe_initialize_distributed()
+    tc, dc = cfg.train, cfg.data
+    n_proc, proc = jax.process_count(), jax.process_index()
+    if dc.batch_size % n_proc:
+        raise ConfigError(
+            f"config field 'data.batch_size': {dc.batch_size} is not divisible by {n_proc} processes"
+        )
+    data = build_data(
+        dc.corpus,
+        dc.tokenizer,
+        seq_len=dc.seq_len,
+        batch_size=dc.batch_size // n_proc,
+        seed=tc.seed,
+        val_fraction=dc.val_fraction,
+        cache_dir=dc.cache_dir or None,
+        spm_vocab_size=dc.spm_vocab_size,
+        eval_batches=dc.eval_batches,
+        shard_index=proc,
+        shard_count=n_proc,
+    )
+    _check_vocab(cfg, data.tokenizer.vocab_size)
+    trainer = Trainer.build(cfg)
+    workdir = os.path.abspath(tc.workdir)
+    ckpt_dir, log_dir = os.path.join(workdir, "checkpoints"), os.path.join(workdir, "logs")
+    ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
+    writer = MetricWriter(log_dir, enabled=proc == 0)
+    writer.write_hparams(to_dict(cfg))
 
-  if ckpt.latest_step() is not None:
-    state, data_state, _ = ckpt.restore(None, trainer.abstract_state())
-    data.train.set_state(data_state)
-    print(f"resumed from {ckpt_dir} at step {int(state.step)}")
-  else:
-    state = trainer.init(tc.seed)
-  start = int(state.step)
+    if ckpt.latest_step() is not None:
+        state, data_state, _ = ckpt.restore(None, trainer.abstract_state())
+        data.train.set_state(data_state)
+        print(f"resumed from {ckpt_dir} at step {int(state.step)}")
+    else:
+        state = trainer.init(tc.seed)
+    start = int(state.step)
 
-  n_params = param_count(cfg.model)
-  fpt = flops_per_token(cfg.model, dc.seq_len)
-  peak = peak_flops(jax.devices()[0], cfg.model.dtype)
-  print(f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token (train); mesh {dict(trainer.mesh.shape)}; "
-        f"corpus {dc.corpus!r}: {data.stats['train']['docs']} train docs, {data.stats['train']['bytes'] / 1e6:.1f} MB")
+    n_params = param_count(cfg.model)
+    fpt = flops_per_token(cfg.model, dc.seq_len)
+    peak = peak_flops(jax.devices()[0], cfg.model.dtype)
+    print(
+        f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token (train); mesh {dict(trainer.mesh.shape)}; "
+        f"corpus {dc.corpus!r}: {data.stats['train']['docs']} train docs, {data.stats['train']['bytes'] / 1e6:.1f} MB"
+    )
 
-  timer = StepTimer()
-  timer.start()
-  tokens_per_step = dc.batch_size * dc.seq_len
-  timed_until = start  # the last step whose compute time the timer has seen
-  pending = None  # (step, metrics on device): pulled one step late, so dispatch runs ahead
-  eval_result: dict[str, float] = {}
-  bar = tqdm(total=tc.steps, initial=start, disable=not tc.progress or proc != 0, dynamic_ncols=True,
-             desc="train")
+    timer = StepTimer()
+    timer.start()
+    tokens_per_step = dc.batch_size * dc.seq_len
+    timed_until = start  # the last step whose compute time the timer has seen
+    pending = None  # (step, metrics on device): pulled one step late, so dispatch runs ahead
+    eval_result: dict[str, float] = {}
+    bar = tqdm(
+        total=tc.steps, initial=start, disable=not tc.progress or proc != 0, dynamic_ncols=True, desc="train"
+    )
 
-  def flush_metrics() -> None:
-    nonlocal pending, timed_until
-    if pending is None:
-      return
-    step, metrics = pending
-    m = {k: float(v) for k, v in jax.device_get(metrics).items()}  # blocks until `step` is done
-    m.update(timer.lap((step - timed_until) * tokens_per_step, step - timed_until))
-    timed_until, pending = step, None
-    m["lr"] = float(trainer.schedule(step - 1))
-    m["mfu"] = mfu(fpt, m["tokens_per_sec"], peak, jax.device_count())
-    if not np.isfinite(m["loss"]):
-      raise FloatingPointError(f"loss is {m['loss']} at step {step}; lower optim.lr or check the data")
-    writer.write_scalars(step, {k: v for k, v in m.items() if v is not None})
-    bar.set_postfix(loss=f"{m['loss']:.3f}", bpb=f"{m['bits_per_byte']:.3f}", tok_s=f"{m['tokens_per_sec']:.0f}")
+    def flush_metrics() -> None:
+        nonlocal pending, timed_until
+        if pending is None:
+            return
+        step, metrics = pending
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}  # blocks until `step` is done
+        m.update(timer.lap((step - timed_until) * tokens_per_step, step - timed_until))
+        timed_until, pending = step, None
+        m["lr"] = float(trainer.schedule(step - 1))
+        m["mfu"] = mfu(fpt, m["tokens_per_sec"], peak, jax.device_count())
+        if not np.isfinite(m["loss"]):
+            raise FloatingPointError(f"loss is {m['loss']} at step {step}; lower optim.lr or check the data")
+        writer.write_scalars(step, {k: v for k, v in m.items() if v is not None})
+        bar.set_postfix(
+            loss=f"{m['loss']:.3f}", bpb=f"{m['bits_per_byte']:.3f}", tok_s=f"{m['tokens_per_sec']:.0f}"
+        )
 
-  for step in range(start + 1, tc.steps + 1):
-    state, metrics = trainer.step(state, next(data.train))
-    bar.update(1)
-    flush_metrics()  # the previous logged step's metrics: ready by now, no pipeline stall
-    if step % tc.log_every == 0 or step == tc.steps:
-      pending = (step, metrics)
-    is_eval, is_ckpt = step % tc.eval_every == 0 or step == tc.steps, step % tc.ckpt_every == 0 or step == tc.steps
-    if is_eval or is_ckpt:
-      flush_metrics()
-      if is_eval:
+    for step in range(start + 1, tc.steps + 1):
+        state, metrics = trainer.step(state, next(data.train))
+        bar.update(1)
+        flush_metrics()  # the previous logged step's metrics: ready by now, no pipeline stall
+        if step % tc.log_every == 0 or step == tc.steps:
+            pending = (step, metrics)
+        is_eval, is_ckpt = (
+            step % tc.eval_every == 0 or step == tc.steps,
+            step % tc.ckpt_every == 0 or step == tc.steps,
+        )
+        if is_eval or is_ckpt:
+            flush_metrics()
+            if is_eval:
+                eval_result = trainer.evaluate(state.params, data.eval_batches)
+                writer.write_scalars(step, eval_result, split="eval")
+                bar.write(
+                    f"step {step}: eval loss {eval_result['loss']:.4f}, bits/byte {eval_result['bits_per_byte']:.4f}"
+                )
+            if is_ckpt:
+                ckpt.save(step, state, data_state=data.train.get_state(), meta={"config": to_dict(cfg)})
+                writer.flush()  # metrics up to a checkpoint survive a crash
+            jax.block_until_ready(state)
+            timer.start()  # don't count eval / checkpoint time as step time
+            timed_until = step
+    flush_metrics()
+    bar.close()
+    ckpt.wait()
+
+    if not eval_result:  # resumed at the final step: evaluate what was restored
         eval_result = trainer.evaluate(state.params, data.eval_batches)
-        writer.write_scalars(step, eval_result, split="eval")
-        bar.write(f"step {step}: eval loss {eval_result['loss']:.4f}, bits/byte {eval_result['bits_per_byte']:.4f}")
-      if is_ckpt:
-        ckpt.save(step, state, data_state=data.train.get_state(), meta={"config": to_dict(cfg)})
-        writer.flush()  # metrics up to a checkpoint survive a crash
-      jax.block_until_ready(state)
-      timer.start()  # don't count eval / checkpoint time as step time
-      timed_until = step
-  flush_metrics()
-  bar.close()
-  ckpt.wait()
-
-  if not eval_result:  # resumed at the final step: evaluate what was restored
-    eval_result = trainer.evaluate(state.params, data.eval_batches)
-  sample = sample_text(trainer.model, state.params, data.tokenizer, cfg, tc.seed) if tc.sample_tokens else ""
-  ckpt.close()
-  if sample:
-    writer.write_text(tc.steps, "sample", sample)
-  writer.close()
-  result = {"step": int(state.step), "eval_loss": eval_result["loss"], "eval_bits_per_byte": eval_result["bits_per_byte"],
-            "sample": sample, "checkpoints": ckpt_dir, "logs": log_dir}
-  if proc == 0:
-    print(f"\nfinal validation: loss {eval_result['loss']:.4f} nats/token, {eval_result['bits_per_byte']:.4f} bits/byte")
+    sample = (
+        sample_text(trainer.model, state.params, data.tokenizer, cfg, tc.seed) if tc.sample_tokens else ""
+    )
+    ckpt.close()
     if sample:
-      print(f"sample:\n{'-' * 40}\n{sample}\n{'-' * 40}")
-    print(f"checkpoints: {ckpt_dir}\nlogs (TensorBoard + metrics.jsonl): {log_dir}")
-    with open(os.path.join(workdir, "result.json"), "w") as f:
-      json.dump({k: v for k, v in result.items()}, f, indent=2)
-  return result
+        writer.write_text(tc.steps, "sample", sample)
+    writer.close()
+    result = {
+        "step": int(state.step),
+        "eval_loss": eval_result["loss"],
+        "eval_bits_per_byte": eval_result["bits_per_byte"],
+        "sample": sample,
+        "checkpoints": ckpt_dir,
+        "logs": log_dir,
+    }
+    if proc == 0:
+        print(
+            f"\nfinal validation: loss {eval_result['loss']:.4f} nats/token, {eval_result['bits_per_byte']:.4f} bits/byte"
+        )
+        if sample:
+            print(f"sample:\n{'-' * 40}\n{sample}\n{'-' * 40}")
+        print(f"checkpoints: {ckpt_dir}\nlogs (TensorBoard + metrics.jsonl): {log_dir}")
+        with open(os.path.join(workdir, "result.json"), "w") as f:
+            json.dump({k: v for k, v in result.items()}, f, indent=2)
+    return result

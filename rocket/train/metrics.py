@@ -12,7 +12,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -47,10 +48,18 @@ _KIND_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 
 _DTYPE_ALIASES = {
-    "bf16": "bf16", "bfloat16": "bf16", "f16": "bf16", "fp16": "bf16",
-    "float16": "bf16", "half": "bf16",
-    "tf32": "tf32", "tensorfloat32": "tf32",
-    "f32": "f32", "fp32": "f32", "float32": "f32", "float": "f32",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "f16": "bf16",
+    "fp16": "bf16",
+    "float16": "bf16",
+    "half": "bf16",
+    "tf32": "tf32",
+    "tensorfloat32": "tf32",
+    "f32": "f32",
+    "fp32": "f32",
+    "float32": "f32",
+    "float": "f32",
 }
 
 
@@ -59,8 +68,7 @@ def _canonical_dtype(dtype: Any) -> str:
     name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
     key = _DTYPE_ALIASES.get(name.strip().lower())
     if key is None:
-        raise ValueError(f"Unknown compute dtype {dtype!r}; expected one of "
-                         f"{sorted(_DTYPE_ALIASES)}.")
+        raise ValueError(f"Unknown compute dtype {dtype!r}; expected one of {sorted(_DTYPE_ALIASES)}.")
     return key
 
 
@@ -81,8 +89,9 @@ def _env_peak() -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{PEAK_FLOPS_ENV}={raw!r} is not a number "
-                         "(expected FLOP/s per device, e.g. 1.5e12).") from None
+        raise ValueError(
+            f"{PEAK_FLOPS_ENV}={raw!r} is not a number (expected FLOP/s per device, e.g. 1.5e12)."
+        ) from None
     if not value > 0:
         raise ValueError(f"{PEAK_FLOPS_ENV}={raw!r} must be positive.")
     return value
@@ -107,8 +116,9 @@ def peak_flops(device: Any, dtype: Any) -> float | None:
     return PEAK_FLOPS[family][_canonical_dtype(dtype)]
 
 
-def mfu(flops_per_token: float, tokens_per_sec: float,
-        peak_per_device: float | None, n_devices: int) -> float | None:
+def mfu(
+    flops_per_token: float, tokens_per_sec: float, peak_per_device: float | None, n_devices: int
+) -> float | None:
     """Model FLOPs utilisation: achieved / (peak x devices); None if unknown."""
     if peak_per_device is None or peak_per_device <= 0 or n_devices <= 0:
         return None
@@ -167,14 +177,11 @@ class MetricWriter:
             os.makedirs(self.logdir, exist_ok=True)
             # Unique, sortable suffix: a restart within the same second must
             # not overwrite the previous run's event file (same default name).
-            self._tb = SummaryWriter(
-                self.logdir, filename_suffix=f".{time.time_ns():020d}")
+            self._tb = SummaryWriter(self.logdir, filename_suffix=f".{time.time_ns():020d}")
             # Append: a resumed run continues the same file.
-            self._jsonl = open(os.path.join(self.logdir, self.JSONL), "a",
-                               encoding="utf-8")
+            self._jsonl = open(os.path.join(self.logdir, self.JSONL), "a", encoding="utf-8")
 
-    def write_scalars(self, step: int, scalars: Mapping[str, Any],
-                      split: str = "train") -> None:
+    def write_scalars(self, step: int, scalars: Mapping[str, Any], split: str = "train") -> None:
         """Logs `scalars` at `step` under tags ``<split>/<name>``."""
         if not self.enabled:
             return
@@ -189,8 +196,7 @@ class MetricWriter:
         if not self.enabled:
             return
         self._tb.add_text(tag, text, int(step))
-        with open(os.path.join(self.logdir, self.TEXT_JSONL), "a",
-                  encoding="utf-8") as f:
+        with open(os.path.join(self.logdir, self.TEXT_JSONL), "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": int(step), "tag": tag, "text": text}) + "\n")
 
     def write_hparams(self, hparams: Mapping[str, Any] | Any) -> None:
@@ -223,7 +229,7 @@ class MetricWriter:
         self._tb = self._jsonl = None
         self.enabled = False
 
-    def __enter__(self) -> "MetricWriter":
+    def __enter__(self) -> MetricWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -241,8 +247,7 @@ class StepTimer:
     """
 
     def __init__(self, window: int = 20) -> None:
-        self._laps: collections.deque[tuple[float, int, int]] = (
-            collections.deque(maxlen=max(1, window)))
+        self._laps: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=max(1, window))
         self._last: float | None = None
         self._seen_first = False
 
