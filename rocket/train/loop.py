@@ -151,11 +151,57 @@ def _check_vocab(cfg: ExperimentConfig, vocab: int) -> None:
         )
 
 
-def train(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Runs (or resumes) the experiment; returns the final metrics and where outputs went."""
-    parallel.maybe_initialize_distributed()
-    tc, dc = cfg.train, cfg.data
-    n_proc, proc = jax.process_count(), jax.process_index()
+class _Reporter:
+    """Train metrics: pulled to the host one logged step late (so dispatch runs ahead of the
+    device), timed, checked for NaN, written (TensorBoard + JSONL) and shown on the progress bar."""
+
+    def __init__(
+        self,
+        writer: MetricWriter,
+        bar: Any,
+        schedule: Any,
+        fpt: float,
+        peak: float | None,
+        tokens_per_step: int,
+        start: int,
+    ):
+        self.writer, self.bar, self.schedule = writer, bar, schedule
+        self.fpt, self.peak, self.tokens_per_step = fpt, peak, tokens_per_step
+        self.timer = StepTimer()
+        self.timer.start()
+        self.timed_until = start  # the last step whose compute time the timer has seen
+        self.pending: tuple[int, Any] | None = None  # (step, metrics still on device)
+
+    def log_later(self, step: int, metrics: Any) -> None:
+        self.flush()
+        self.pending = (step, metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, metrics = self.pending
+        self.pending = None
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}  # blocks until `step` is done
+        n = step - self.timed_until
+        m.update(self.timer.lap(n * self.tokens_per_step, n))
+        self.timed_until = step
+        m["lr"] = float(self.schedule(step - 1))
+        m["mfu"] = mfu(self.fpt, m["tokens_per_sec"], self.peak, jax.device_count())
+        if not np.isfinite(m["loss"]):
+            raise FloatingPointError(f"loss is {m['loss']} at step {step}; lower optim.lr or check the data")
+        self.writer.write_scalars(step, {k: v for k, v in m.items() if v is not None})
+        self.bar.set_postfix(
+            loss=f"{m['loss']:.3f}", bpb=f"{m['bits_per_byte']:.3f}", tok_s=f"{m['tokens_per_sec']:.0f}"
+        )
+
+    def resume_timing(self, step: int) -> None:
+        """After an eval or checkpoint pause: don't count it as step time."""
+        self.timer.start()
+        self.timed_until = step
+
+
+def _build_data(cfg: ExperimentConfig) -> Any:
+    dc, n_proc = cfg.data, jax.process_count()
     if dc.batch_size % n_proc:
         raise ConfigError(
             f"config field 'data.batch_size': {dc.batch_size} is not divisible by {n_proc} processes"
@@ -165,90 +211,78 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         dc.tokenizer,
         seq_len=dc.seq_len,
         batch_size=dc.batch_size // n_proc,
-        seed=tc.seed,
+        seed=cfg.train.seed,
         val_fraction=dc.val_fraction,
         cache_dir=dc.cache_dir or None,
         spm_vocab_size=dc.spm_vocab_size,
         eval_batches=dc.eval_batches,
-        shard_index=proc,
+        shard_index=jax.process_index(),
         shard_count=n_proc,
     )
     _check_vocab(cfg, data.tokenizer.vocab_size)
+    return data
+
+
+def train(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Runs (or resumes) the experiment; returns the final metrics and where outputs went."""
+    parallel.maybe_initialize_distributed()
+    tc, dc = cfg.train, cfg.data
+    lead = jax.process_index() == 0
+    say = print if lead else (lambda *a, **k: None)
+    data = _build_data(cfg)
     trainer = Trainer.build(cfg)
     workdir = os.path.abspath(tc.workdir)
     ckpt_dir, log_dir = os.path.join(workdir, "checkpoints"), os.path.join(workdir, "logs")
     ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
-    writer = MetricWriter(log_dir, enabled=proc == 0)
+    writer = MetricWriter(log_dir, enabled=lead)
     writer.write_hparams(to_dict(cfg))
 
     if ckpt.latest_step() is not None:
         state, data_state, _ = ckpt.restore(None, trainer.abstract_state())
         data.train.set_state(data_state)
-        print(f"resumed from {ckpt_dir} at step {int(state.step)}")
+        say(f"resumed from {ckpt_dir} at step {int(state.step)}")
     else:
         state = trainer.init(tc.seed)
     start = int(state.step)
 
-    n_params = param_count(cfg.model)
     fpt = flops_per_token(cfg.model, dc.seq_len)
     peak = peak_flops(jax.devices()[0], cfg.model.dtype)
-    print(
-        f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token (train); mesh {dict(trainer.mesh.shape)}; "
-        f"corpus {dc.corpus!r}: {data.stats['train']['docs']} train docs, {data.stats['train']['bytes'] / 1e6:.1f} MB"
+    say(
+        f"model: {param_count(cfg.model) / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token (train); "
+        f"mesh {dict(trainer.mesh.shape)}; corpus {dc.corpus!r}: {data.stats['train']['docs']} train docs, "
+        f"{data.stats['train']['bytes'] / 1e6:.1f} MB"
     )
+    if peak is None:
+        say(f"MFU: n/a (no peak FLOP/s known for '{jax.devices()[0].device_kind}'; set ROCKET_PEAK_FLOPS)")
 
-    timer = StepTimer()
-    timer.start()
-    tokens_per_step = dc.batch_size * dc.seq_len
-    timed_until = start  # the last step whose compute time the timer has seen
-    pending = None  # (step, metrics on device): pulled one step late, so dispatch runs ahead
-    eval_result: dict[str, float] = {}
     bar = tqdm(
-        total=tc.steps, initial=start, disable=not tc.progress or proc != 0, dynamic_ncols=True, desc="train"
+        total=tc.steps, initial=start, disable=not (tc.progress and lead), dynamic_ncols=True, desc="train"
     )
-
-    def flush_metrics() -> None:
-        nonlocal pending, timed_until
-        if pending is None:
-            return
-        step, metrics = pending
-        m = {k: float(v) for k, v in jax.device_get(metrics).items()}  # blocks until `step` is done
-        m.update(timer.lap((step - timed_until) * tokens_per_step, step - timed_until))
-        timed_until, pending = step, None
-        m["lr"] = float(trainer.schedule(step - 1))
-        m["mfu"] = mfu(fpt, m["tokens_per_sec"], peak, jax.device_count())
-        if not np.isfinite(m["loss"]):
-            raise FloatingPointError(f"loss is {m['loss']} at step {step}; lower optim.lr or check the data")
-        writer.write_scalars(step, {k: v for k, v in m.items() if v is not None})
-        bar.set_postfix(
-            loss=f"{m['loss']:.3f}", bpb=f"{m['bits_per_byte']:.3f}", tok_s=f"{m['tokens_per_sec']:.0f}"
-        )
-
+    report = _Reporter(writer, bar, trainer.schedule, fpt, peak, dc.batch_size * dc.seq_len, start)
+    eval_result: dict[str, float] = {}
     for step in range(start + 1, tc.steps + 1):
         state, metrics = trainer.step(state, next(data.train))
         bar.update(1)
-        flush_metrics()  # the previous logged step's metrics: ready by now, no pipeline stall
-        if step % tc.log_every == 0 or step == tc.steps:
-            pending = (step, metrics)
-        is_eval, is_ckpt = (
-            step % tc.eval_every == 0 or step == tc.steps,
-            step % tc.ckpt_every == 0 or step == tc.steps,
-        )
+        report.flush()  # the previous logged step's metrics: ready by now, no pipeline stall
+        last = step == tc.steps
+        if step % tc.log_every == 0 or last:
+            report.log_later(step, metrics)
+        is_eval, is_ckpt = step % tc.eval_every == 0 or last, step % tc.ckpt_every == 0 or last
         if is_eval or is_ckpt:
-            flush_metrics()
+            report.flush()
             if is_eval:
                 eval_result = trainer.evaluate(state.params, data.eval_batches)
                 writer.write_scalars(step, eval_result, split="eval")
                 bar.write(
-                    f"step {step}: eval loss {eval_result['loss']:.4f}, bits/byte {eval_result['bits_per_byte']:.4f}"
+                    f"step {step}: eval loss {eval_result['loss']:.4f}, "
+                    f"bits/byte {eval_result['bits_per_byte']:.4f}"
                 )
             if is_ckpt:
                 ckpt.save(step, state, data_state=data.train.get_state(), meta={"config": to_dict(cfg)})
                 writer.flush()  # metrics up to a checkpoint survive a crash
             jax.block_until_ready(state)
-            timer.start()  # don't count eval / checkpoint time as step time
-            timed_until = step
-    flush_metrics()
+            report.resume_timing(step)
+    report.flush()
     bar.close()
     ckpt.wait()
 
@@ -269,13 +303,14 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         "checkpoints": ckpt_dir,
         "logs": log_dir,
     }
-    if proc == 0:
-        print(
-            f"\nfinal validation: loss {eval_result['loss']:.4f} nats/token, {eval_result['bits_per_byte']:.4f} bits/byte"
-        )
-        if sample:
-            print(f"sample:\n{'-' * 40}\n{sample}\n{'-' * 40}")
-        print(f"checkpoints: {ckpt_dir}\nlogs (TensorBoard + metrics.jsonl): {log_dir}")
+    say(
+        f"\nfinal validation: loss {eval_result['loss']:.4f} nats/token, "
+        f"{eval_result['bits_per_byte']:.4f} bits/byte"
+    )
+    if sample:
+        say(f"sample:\n{'-' * 40}\n{sample}\n{'-' * 40}")
+    say(f"checkpoints: {ckpt_dir}\nlogs (TensorBoard + metrics.jsonl): {log_dir}")
+    if lead:
         with open(os.path.join(workdir, "result.json"), "w") as f:
-            json.dump({k: v for k, v in result.items()}, f, indent=2)
+            json.dump(result, f, indent=2)
     return result
