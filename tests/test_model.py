@@ -142,3 +142,21 @@ def test_input_errors_name_the_problem():
         model.apply(params, tokens, positions_for(tokens))
     with pytest.raises(ValueError, match="positions"):
         model.apply(params, tokens[:, :4], jnp.zeros((1, 5), jnp.int32))
+
+
+def test_tree_block_mask_scores_each_branch_as_its_own_sequence():
+    """A block [root, a, b] with siblings a, b (same position, ancestor mask) against a cached prefix
+    gives each node the logits of its own root-to-node path run sequentially."""
+    model, params = tiny_model()
+    prefix = _tokens(b=1, t=5)
+    root, a, b = 11, 22, 33
+    cache = new_cache(model, 1, 16)
+    _, aux = model.apply(params, prefix, positions_for(prefix), cache=cache)
+    cache = commit_block(cache, aux["new_kv"], 5)
+    block = jnp.array([[root, a, b]])
+    ancestors = jnp.array([[[1, 0, 0], [1, 1, 0], [1, 0, 1]]], bool)
+    logits, _ = model.apply(params, block, jnp.array([[5, 6, 6]]), cache=cache, block_mask=ancestors)
+    for node, path in ((1, [root, a]), (2, [root, b])):
+        seq = jnp.concatenate([prefix, jnp.array([path])], axis=1)
+        ref, _ = model.apply(params, seq, positions_for(seq))
+        chex.assert_trees_all_close(logits[0, node], ref[0, -1], atol=2e-5)
