@@ -32,25 +32,7 @@ TRICKY_TEXTS = [
 def _write_corpus(root: pathlib.Path, n_files: int = 24, seed: int = 0) -> pathlib.Path:
     """A small code-like corpus: files with unique first lines, varied sizes."""
     rng = np.random.default_rng(seed)
-    words = [
-        "def",
-        "return",
-        "self",
-        "import",
-        "x",
-        "value",
-        "for",
-        "in",
-        "if",
-        "else:",
-        "(",
-        ")",
-        "über",
-        "日本",
-        "print",
-        "    ",
-        "\t",
-    ]
+    words = "def return self import x value for in if else: ( ) über 日本 print".split() + ["    ", "\t"]
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
         lines = [f"# file {i:03d}\n"]
@@ -123,15 +105,75 @@ def test_get_tokenizer_errors():
 
 
 # -------------------------------------------------------------------- packing
-def _unique_docs(rng, n_docs: int, max_len: int):
+def _unique_docs(rng, n_docs: int, max_len: int, min_len: int = 0):
     """Docs whose token ids are globally unique, so a target names (doc, pos)."""
-    lengths = rng.integers(0, max_len, n_docs)
-    ids = rng.permutation(int(lengths.sum())) + 2  # 0 = pad, 1 = bos
-    docs, start = [], 0
-    for n in lengths:
-        docs.append(ids[start : start + n].astype(np.int32))
-        start += n
-    return docs, int(lengths.sum()) + 2
+    lengths = rng.integers(min_len, max_len, n_docs)
+    ids = rng.permutation(int(lengths.sum())).astype(np.int32) + 2  # 0 = pad, 1 = bos
+    return np.split(ids, np.cumsum(lengths)[:-1]), int(lengths.sum()) + 2
+
+
+def _segments(batches, docs, token_num_bytes) -> list[tuple[int, np.ndarray]]:
+    """Checks the format and that each segment is consecutive tokens of ONE doc; -> [(doc, targets)]."""
+    where = {int(t): (d, i) for d, doc in enumerate(docs) for i, t in enumerate(doc)}
+    out = []
+    for b in batches:
+        assert sorted(b) == sorted(BATCH_KEYS)
+        for k, v in b.items():
+            assert v.shape == b["inputs"].shape and v.dtype == (np.float32 if k == "weights" else np.int32)
+        pad = b["segment_ids"] == 0
+        np.testing.assert_array_equal(b["weights"], (~pad).astype(np.float32))
+        np.testing.assert_array_equal(b["num_bytes"], np.where(pad, 0, token_num_bytes[b["targets"]]))
+        assert (b["inputs"][pad] == 0).all() and (b["targets"][pad] == 0).all()
+        for r, seg in enumerate(b["segment_ids"]):
+            real = seg[seg > 0]
+            assert (np.diff(seg[: real.size]) >= 0).all() and not seg[real.size :].any()
+            for s in np.unique(real):
+                m = seg == s
+                inp, tgt, pos = b["inputs"][r, m], b["targets"][r, m], b["positions"][r, m]
+                np.testing.assert_array_equal(pos, np.arange(m.sum()))
+                d, i0 = where[int(tgt[0])]
+                np.testing.assert_array_equal(tgt, docs[d][i0 : i0 + tgt.size])
+                np.testing.assert_array_equal(inp, np.concatenate([[1], docs[d]])[i0 : i0 + tgt.size])
+                out.append((d, tgt))
+    return out
+
+
+class _IdTokenizer:
+    """Maps source document ``b"<i>"`` to the fixed ids ``docs[i]``: exact (doc, position) tracking."""
+
+    name, pad_id, bos_id = "ids", 0, 1
+
+    def __init__(self, docs: list[np.ndarray], vocab_size: int) -> None:
+        self.docs, self.vocab_size = docs, vocab_size
+        self.token_num_bytes = np.r_[0, 0, np.ones(vocab_size - 2)].astype(np.int32)  # [vocab]
+
+    def encode(self, text: bytes) -> np.ndarray:
+        return self.docs[int(text)]
+
+
+def _assert_same(want: list, got: list) -> None:
+    for w, g in zip(want, got, strict=True):
+        for k in BATCH_KEYS:
+            np.testing.assert_array_equal(w[k], g[k])
+            assert w[k].dtype == g[k].dtype
+
+
+def _all_targets(segments) -> list[int]:
+    return sorted(np.concatenate([t for _, t in segments]).tolist())
+
+
+def test_chunk_index_matches_definition():
+    n = np.random.default_rng(0).integers(1, 40, 50)  # tokens per doc, BOS included (1: empty doc)
+    starts = np.concatenate([[0], np.cumsum(n)])
+    for seq_len in (1, 4, 7):
+        idx = rd.ChunkIndex.build(starts, seq_len)
+        want = [
+            (int(s) + k * seq_len, min(seq_len + 1, int(m) - k * seq_len), d)
+            for d, (s, m) in enumerate(zip(starts[:-1], n))
+            for k in range(-(-(m - 1) // seq_len))
+        ]
+        assert list(zip(idx.start.tolist(), idx.length.tolist())) == [w[:2] for w in want]
+        assert np.diff(idx.doc_first).tolist() == [sum(w[2] == d for w in want) for d in range(len(n))]
 
 
 @pytest.mark.parametrize("seq_len,batch_size,max_len", [(8, 3, 40), (5, 1, 12), (16, 4, 6)])
@@ -140,64 +182,21 @@ def test_packing_properties(seq_len, batch_size, max_len):
     docs, vocab = _unique_docs(rng, 30, max_len)
     token_num_bytes = rng.integers(1, 5, vocab).astype(np.int32)
     token_num_bytes[:2] = 0
-    where = {int(t): (d, i) for d, doc in enumerate(docs) for i, t in enumerate(doc)}
-    batches = list(
-        rd.pack_documents(
-            docs, seq_len=seq_len, batch_size=batch_size, bos_id=1, token_num_bytes=token_num_bytes
-        )
-    )
-    seen: list[int] = []
-    for b in batches:
-        assert sorted(b) == sorted(BATCH_KEYS)
-        for k, v in b.items():
-            assert v.shape == (batch_size, seq_len)
-            assert v.dtype == (np.float32 if k == "weights" else np.int32)
-        pad = b["segment_ids"] == 0
-        np.testing.assert_array_equal(b["weights"], (~pad).astype(np.float32))
-        np.testing.assert_array_equal(b["num_bytes"], np.where(pad, 0, token_num_bytes[b["targets"]]))
-        assert (b["inputs"][pad] == 0).all() and (b["targets"][pad] == 0).all()
-        for r in range(batch_size):
-            seg = b["segment_ids"][r]
-            real = seg[seg > 0]
-            assert (np.diff(seg[: real.size]) >= 0).all() and not seg[real.size :].any()
-            for s in np.unique(real):
-                m = seg == s
-                inp, tgt, pos = b["inputs"][r, m], b["targets"][r, m], b["positions"][r, m]
-                np.testing.assert_array_equal(pos, np.arange(m.sum()))
-                d, i0 = where[int(tgt[0])]
-                doc = docs[d]
-                # Whole segment = consecutive tokens of ONE document.
-                np.testing.assert_array_equal(tgt, doc[i0 : i0 + tgt.size])
-                prev = np.concatenate([[1], doc])  # BOS + doc
-                np.testing.assert_array_equal(inp, prev[i0 : i0 + tgt.size])
-                seen.extend(tgt.tolist())
+    kw = dict(seq_len=seq_len, batch_size=batch_size, bos_id=1, token_num_bytes=token_num_bytes)
+    batches = list(rd.pack_documents(docs, **kw))
+    assert all(b["inputs"].shape == (batch_size, seq_len) for b in batches)
     # Every non-BOS token of every document is a target exactly once.
-    assert sorted(seen) == sorted(int(t) for doc in docs for t in doc)
+    assert _all_targets(_segments(batches, docs, token_num_bytes)) == sorted(np.concatenate(docs).tolist())
 
 
 def test_packing_rejects_out_of_vocab_ids():
+    kw = dict(seq_len=4, batch_size=2, bos_id=1, token_num_bytes=np.ones(10, np.int32))
     with pytest.raises(rd.DataError, match=r"token id 12 .*vocab_size 10"):
-        list(
-            rd.pack_documents(
-                [np.array([3, 12, 4])],
-                seq_len=4,
-                batch_size=2,
-                bos_id=1,
-                token_num_bytes=np.ones(10, np.int32),
-            )
+        list(rd.pack_documents([np.array([3, 12, 4])], **kw))
+    with pytest.raises(rd.DataError, match="token id 130 .*vocab_size 100"):
+        rd.make_train_iterator(
+            [b"0"], _IdTokenizer([np.array([2, 130])], 100), seq_len=4, batch_size=2, seed=0
         )
-    src = [b"ok", "ü".encode()]  # byte ids >= 130, over a vocab of 100
-
-    class Tiny(rd.ByteTokenizer):
-        vocab_size = 100
-
-        def __init__(self):
-            self.token_num_bytes = np.ones(100, np.int32)
-
-    it = rd.make_train_iterator(src, Tiny(), seq_len=4, batch_size=2, seed=0)
-    with pytest.raises(rd.DataError, match="vocab_size 100"):
-        for _ in range(5):
-            next(it)
 
 
 # --------------------------------------------------------------------- corpus
@@ -218,14 +217,9 @@ def test_corpus_splits_deterministic_disjoint_and_cached(small_corpus, cache_dir
         "print(json.dumps({p: split_of(p, 0.25) for p in json.load(sys.stdin)}))"
     )
     allp = sorted(paths["train"] | paths["validation"])
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        input=json.dumps(allp),
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONHASHSEED": "12345"},
-    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    kw = dict(input=json.dumps(allp), capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], **kw)
     assert json.loads(out.stdout) == {p: corpus_mod.split_of(p, 0.25) for p in allp}
     # Unchanged corpus -> same id, not prepared again.
     info = next(pathlib.Path(small_corpus.data_dir).glob("**/dataset_info.json"))
@@ -274,63 +268,98 @@ def test_corpus_errors(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------- pipeline
-def _doc_starts(batches) -> list[bytes]:
-    """First target bytes of every document-starting chunk, in stream order."""
-    out = []
-    for b in batches:
-        rows, cols = np.nonzero((b["inputs"] == 1) & (b["segment_ids"] > 0))
-        for r, c in sorted(zip(rows.tolist(), cols.tolist())):
-            out.append(bytes((b["targets"][r, c : c + 10] - 2).astype(np.uint8)))
-    return out
+@pytest.fixture(scope="module")
+def id_corpus():
+    """20 multi-chunk documents of unique ids, their tokenizer and their (in-memory) token split."""
+    docs, vocab = _unique_docs(np.random.default_rng(1), 20, 120, min_len=1)
+    tok = _IdTokenizer(docs, vocab)
+    return docs, tok, rd.tokenize_split([str(i).encode() for i in range(len(docs))], tok)
 
 
-def test_train_iterator_epochs_cover_every_document_once(small_corpus):
-    tok, src = rd.ByteTokenizer(), small_corpus["train"]
-    n = len(src)
-    it = rd.make_train_iterator(src, tok, seq_len=64, batch_size=1, seed=7)
-    starts: list[bytes] = []
-    while len(starts) < 2 * n:
-        starts.extend(_doc_starts([next(it)]))
-    starts = starts[: 2 * n]  # batch_size=1: one row keeps stream order
-    expected = sorted(src[i][:10] for i in range(n))
-    assert sorted(starts[:n]) == expected and sorted(starts[n:]) == expected
-    assert starts[:n] != starts[n:]  # reshuffled each epoch
+def _stream(it, docs, tok, num_segments: int) -> list[tuple[int, np.ndarray]]:
+    """The first ``num_segments`` chunks of a batch_size=1 iterator (one row keeps stream order)."""
+    segs: list[tuple[int, np.ndarray]] = []
+    while len(segs) < num_segments:
+        segs += _segments([next(it)], docs, tok.token_num_bytes)
+    return segs[:num_segments]
 
 
-def test_train_iterator_shards_are_disjoint(small_corpus):
-    tok, src = rd.ByteTokenizer(), small_corpus["train"]
-    seen = []
-    for k in range(2):
-        it = rd.make_train_iterator(src, tok, seq_len=64, batch_size=2, seed=0, shard_index=k, shard_count=2)
-        starts: set[bytes] = set()
-        for _ in range(40):
-            starts |= set(_doc_starts([next(it)]))
-        seen.append(starts)
-    assert not seen[0] & seen[1]
-    assert seen[0] | seen[1] == {src[i][:10] for i in range(len(src))}
+@pytest.mark.parametrize("shard_count", [1, 3])
+def test_train_epochs_cover_every_target_once(id_corpus, shard_count):
+    """Per epoch, every non-BOS token is a target exactly once; shards partition the chunks."""
+    docs, tok, split = id_corpus
+    num_chunks, epochs = sum(-(-len(d) // 8) for d in docs), ([], [])  # ceil((n - 1) / seq_len)
+    for k in range(shard_count):
+        kw = dict(seq_len=8, batch_size=1, seed=5, shard_index=k, shard_count=shard_count)
+        n = len(range(k, num_chunks, shard_count))
+        segs = _stream(rd.make_train_iterator(split, tok, **kw), docs, tok, 2 * n)
+        epochs[0].extend(segs[:n])
+        epochs[1].extend(segs[n:])
+    every = sorted(np.concatenate(docs).tolist())
+    assert _all_targets(epochs[0]) == every and _all_targets(epochs[1]) == every
+    assert [d for d, _ in epochs[0]] != [d for d, _ in epochs[1]]  # reshuffled
+    with pytest.raises(rd.DataError, match="bad shard"):
+        rd.make_train_iterator(split, tok, seq_len=8, batch_size=1, seed=0, shard_index=3, shard_count=3)
+
+
+def test_train_batches_mix_documents(id_corpus):
+    docs, tok, split = id_corpus
+    first = []
+    for seed in (0, 1):
+        it = rd.make_train_iterator(split, tok, seq_len=8, batch_size=8, seed=seed)
+        for i in range(5):
+            b = next(it)
+            assert len({d for d, _ in _segments([b], docs, tok.token_num_bytes)}) >= 4
+            first += [b["targets"]] if i == 0 else []
+    assert not np.array_equal(*first)
+
+
+def test_train_resume_is_bitwise_exact_everywhere(id_corpus):
+    docs, tok, split = id_corpus
+    kw = dict(seq_len=8, batch_size=3, seed=3)
+    it = rd.make_train_iterator(split, tok, **kw)
+    states, batches, epoch = [], [], sum(len(d) for d in docs)
+    while sum(b["weights"].sum() for b in batches) < 2.2 * epoch:  # crosses two epoch boundaries
+        states.append(json.loads(json.dumps(it.get_state())))
+        batches.append(next(it))
+    fresh = rd.make_train_iterator(split, tok, **kw)
+    for k in range(len(batches) - 1):
+        fresh.set_state(states[k])
+        _assert_same(batches[k : k + 2], [next(fresh), next(fresh)])
 
 
 @pytest.mark.parametrize("tok_name", ["byte", "sentencepiece"])
 def test_train_iterator_resume_is_bitwise_exact(small_corpus, spm_tok, tok_name):
-    tok = rd.ByteTokenizer() if tok_name == "byte" else spm_tok
-    kw = dict(seq_len=16, batch_size=3, seed=3)
-    it = rd.make_train_iterator(small_corpus["train"], tok, **kw)
-    for _ in range(5):
-        next(it)
+    tok, src = rd.ByteTokenizer() if tok_name == "byte" else spm_tok, small_corpus["train"]
+    it = rd.make_train_iterator(src, tok, seq_len=16, batch_size=3, seed=3)
+    _ = [next(it) for _ in range(5)]
     state = json.loads(json.dumps(it.get_state()))
-    if tok_name == "byte":
-        assert state["grain"]["chunk"] > 0  # restores mid-document
-    want = [next(it) for _ in range(3)]
-    fresh = rd.make_train_iterator(small_corpus["train"], tok, **kw)
+    fresh = rd.make_train_iterator(src, tok, seq_len=16, batch_size=3, seed=3)
     fresh.set_state(state)
-    got = [next(fresh) for _ in range(3)]
-    for w, g in zip(want, got):
-        for k in BATCH_KEYS:
-            np.testing.assert_array_equal(w[k], g[k])
-            assert w[k].dtype == g[k].dtype
-    other = rd.make_train_iterator(small_corpus["train"], tok, seq_len=16, batch_size=3, seed=4)
+    _assert_same([next(it) for _ in range(3)], [next(fresh) for _ in range(3)])
+    other = rd.make_train_iterator(src, tok, seq_len=16, batch_size=3, seed=4)
     with pytest.raises(rd.DataError, match="state was saved"):
         other.set_state(state)
+
+
+def test_token_cache_built_once_and_validated(small_corpus, tmp_path, monkeypatch):
+    src, tok = small_corpus["train"], rd.ByteTokenizer()
+    built = rd.tokenize_split(src, tok, key="c-train", cache_dir=tmp_path)
+    assert built.tokens.dtype == np.uint16 and isinstance(built.tokens, np.memmap)
+    assert built.doc_starts.dtype == np.int64 and built.num_docs == len(src)
+    for d in range(len(src)):
+        np.testing.assert_array_equal(built.doc(d), np.concatenate([[1], tok.encode(src[d])]))
+    monkeypatch.setattr(rd.ByteTokenizer, "encode", None)  # re-tokenizing would raise TypeError
+    loaded = rd.tokenize_split(src, tok, key="c-train", cache_dir=tmp_path)
+    np.testing.assert_array_equal(loaded.tokens, built.tokens)
+    np.testing.assert_array_equal(loaded.doc_starts, built.doc_starts)
+    monkeypatch.undo()
+    docs = [np.array([2, 70000]), np.array([5])]  # ids > 65535: int32 tokens
+    big = rd.tokenize_split([b"0", b"1"], _IdTokenizer(docs, 70001))
+    assert big.tokens.dtype == np.int32 and big.tokens.tolist() == [1, 2, 70000, 1, 5]
+    with pytest.raises(rd.DataError, match=r"token id 70000 .*vocab_size 300"):
+        rd.tokenize_split([b"0", b"1"], _IdTokenizer(docs, 300), key="bad", cache_dir=tmp_path)
+    assert [p.name for p in (tmp_path / "tokens").iterdir()] == ["c-train-byte258-t1"]  # no leftovers
 
 
 def test_eval_batches_deterministic_and_complete(small_corpus):
@@ -338,10 +367,7 @@ def test_eval_batches_deterministic_and_complete(small_corpus):
     kw = dict(seq_len=32, batch_size=4)
     full = rd.make_eval_batches(src, tok, max_batches=None, **kw)
     again = rd.make_eval_batches(src, tok, max_batches=None, **kw)
-    assert len(full) == len(again)
-    for a, b in zip(full, again):
-        for k in BATCH_KEYS:
-            np.testing.assert_array_equal(a[k], b[k])
+    _assert_same(full, again)
     total = sum(len(src[i]) for i in range(len(src)))
     assert sum(int(b["num_bytes"].sum()) for b in full) == total
     assert sum(int(b["weights"].sum()) for b in full) == total
@@ -354,19 +380,13 @@ def test_eval_batches_deterministic_and_complete(small_corpus):
 
 
 def test_build_data(small_corpus, cache_dir):
-    data = rd.build_data(
-        small_corpus.spec,
-        "byte",
-        seq_len=32,
-        batch_size=2,
-        seed=0,
-        val_fraction=0.25,
-        cache_dir=cache_dir,
-        eval_batches=3,
-    )
+    kw = dict(seq_len=32, batch_size=2, seed=0, val_fraction=0.25, cache_dir=cache_dir, eval_batches=3)
+    data = rd.build_data(small_corpus.spec, "byte", **kw)
     assert isinstance(data, rd.Data) and data.corpus.corpus_id == small_corpus.corpus_id
     assert len(data.eval_batches) <= 3 and data.stats["eval"]["tokens"] > 0
     assert data.stats["train"]["docs"] == len(small_corpus["train"])
+    assert data.stats["train"]["tokens"] == data.stats["train"]["bytes"]  # byte tokenizer
+    assert len(list((cache_dir / "tokens").glob(f"{small_corpus.corpus_id}-*-byte258-*"))) == 2
     assert next(data.train)["inputs"].shape == (2, 32)
 
 

@@ -1,8 +1,9 @@
-"""Data: tokenizers, TFDS text corpora, packing and grain input pipelines."""
+"""Data: tokenizers, TFDS text corpora, token caches, packing and grain input pipelines."""
 
 from rocket.data.corpus import Corpus, LocalText, TextSource, prepare_corpus
-from rocket.data.packing import BATCH_KEYS, DataError, RoundPacker, pack_documents
+from rocket.data.packing import BATCH_KEYS, ChunkIndex, DataError, RoundPacker, pack_chunks, pack_documents
 from rocket.data.pipeline import (
+    ChunkSource,
     Data,
     DataIterator,
     PackedBatchIterDataset,
@@ -17,10 +18,13 @@ from rocket.data.tokenizers import (
     default_cache_dir,
     get_tokenizer,
 )
+from rocket.data.tokens import TokenizedSplit, tokenize_split
 
 __all__ = [
     "BATCH_KEYS",
     "ByteTokenizer",
+    "ChunkIndex",
+    "ChunkSource",
     "Corpus",
     "Data",
     "DataError",
@@ -30,12 +34,15 @@ __all__ = [
     "RoundPacker",
     "SentencePieceTokenizer",
     "TextSource",
+    "TokenizedSplit",
     "Tokenizer",
     "build_data",
     "default_cache_dir",
     "get_tokenizer",
     "make_eval_batches",
     "make_train_iterator",
+    "pack_chunks",
     "pack_documents",
     "prepare_corpus",
+    "tokenize_split",
 ]

@@ -1,4 +1,4 @@
-"""Pure-numpy packing of tokenized documents into fixed-shape training batches.
+"""Pure-numpy chunking and packing of tokenized documents into fixed-shape batches.
 
 Each document is prefixed with BOS and cut into *chunks* of at most
 ``seq_len + 1`` tokens that overlap by one token, so every token except the
@@ -8,11 +8,12 @@ leading BOS is a prediction target exactly once::
     chunks:          [B t1 t2 t3 t4] [t4 t5 t6 t7]
     inputs/targets:  chunk[:-1] / chunk[1:]
 
-Chunks are packed first-fit into a *round* of ``batch_size`` rows of length
-``seq_len``. A round is closed (emitted as one batch) as soon as a chunk fits in
-none of its rows; that chunk opens the next round. Because a batch boundary is
-always "between two chunks", the position in the document stream
-``(document, chunk index)`` is a complete, tiny checkpoint state.
+:class:`ChunkIndex` lists the chunks of a flat token array (documents back to
+back, see ``rocket.data.tokens``). Chunks are packed first-fit into a *round* of
+``batch_size`` rows of length ``seq_len``. A round is closed (emitted as one
+batch) as soon as a chunk fits in none of its rows; that chunk opens the next
+round. Because a batch boundary is always "between two chunks", the position in
+the chunk stream is a complete, tiny checkpoint state.
 
 Batch format (all ``[batch, seq]``):
 
@@ -29,6 +30,7 @@ Batch format (all ``[batch, seq]``):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -53,23 +55,36 @@ def validate_token_ids(tokens: np.ndarray, vocab_size: int) -> None:
         raise DataError(f"negative token id {lo} (vocab_size {vocab_size})")
 
 
-def with_bos(tokens: np.ndarray, bos_id: int) -> np.ndarray:
-    """Returns int32 ``[n + 1]``: BOS followed by ``tokens`` [n]."""
-    out = np.empty(tokens.shape[0] + 1, np.int32)
-    out[0] = bos_id
-    out[1:] = tokens
-    return out
+@dataclasses.dataclass(frozen=True)
+class ChunkIndex:
+    """The chunks of documents stored back to back in a flat token array.
 
+    Document d (BOS included) is ``tokens[doc_starts[d]:doc_starts[d + 1]]``, n
+    tokens; its chunks k = 0 .. ceil((n - 1) / seq_len) - 1 start at
+    ``doc_starts[d] + k * seq_len`` and hold ``min(seq_len + 1, n - k * seq_len)``
+    tokens (>= 2).
+    """
 
-def num_chunks(num_tokens: int, seq_len: int) -> int:
-    """Number of chunks for a document of ``num_tokens`` tokens (BOS included)."""
-    return max(0, -(-(num_tokens - 1) // seq_len))
+    start: np.ndarray  # [C] int64 offset of each chunk in the token array
+    length: np.ndarray  # [C] int64 tokens in each chunk, in [2, seq_len + 1]
+    doc_first: np.ndarray  # [D + 1] int64: the chunks of document d are doc_first[d]:doc_first[d + 1]
 
+    @classmethod
+    def build(cls, doc_starts: np.ndarray, seq_len: int) -> ChunkIndex:
+        """Chunks of ``seq_len + 1`` tokens for documents at ``doc_starts`` [D + 1]."""
+        if seq_len <= 0:
+            raise DataError(f"seq_len ({seq_len}) must be positive")
+        doc_starts = np.asarray(doc_starts, np.int64)
+        n = np.diff(doc_starts)  # [D] tokens per document, BOS included
+        counts = np.maximum(0, -(-(n - 1) // seq_len))  # [D] chunks per document
+        doc_first = np.concatenate([[0], np.cumsum(counts)])
+        doc = np.repeat(np.arange(n.shape[0]), counts)  # [C] document of each chunk
+        offset = (np.arange(doc.shape[0]) - doc_first[doc]) * seq_len  # [C] offset within the doc
+        length = np.minimum(seq_len + 1, n[doc] - offset)
+        return cls(doc_starts[doc] + offset, length, doc_first)
 
-def get_chunk(tokens: np.ndarray, index: int, seq_len: int) -> np.ndarray:
-    """Chunk ``index`` of ``tokens`` [n]: ``tokens[i*L : i*L + L + 1]`` (L=seq_len)."""
-    start = index * seq_len
-    return tokens[start : start + seq_len + 1]
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
 
 
 class RoundPacker:
@@ -135,6 +150,27 @@ class RoundPacker:
         return batch
 
 
+def pack_chunks(
+    chunks: Iterable[np.ndarray],
+    *,
+    seq_len: int,
+    batch_size: int,
+    token_num_bytes: np.ndarray,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Packs chunks (each int [m], 2 <= m <= seq_len + 1) first-fit, in order, into batches.
+
+    Yields dicts of ``[batch_size, seq_len]`` arrays (see module docstring);
+    the last batch is padded with zeros (weight 0).
+    """
+    packer = RoundPacker(batch_size, seq_len, token_num_bytes)
+    for chunk in chunks:
+        if not packer.add(chunk):
+            yield packer.flush()
+            packer.add(chunk)
+    if not packer.is_empty:
+        yield packer.flush()
+
+
 def pack_documents(
     documents: Iterable[np.ndarray],
     *,
@@ -143,22 +179,19 @@ def pack_documents(
     bos_id: int,
     token_num_bytes: np.ndarray,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Packs tokenized documents (no BOS; each int [n]) into batches.
+    """Packs tokenized documents (no BOS; each int [n]), in order, into batches.
 
-    Yields dicts of ``[batch_size, seq_len]`` arrays (see module docstring);
-    the last batch is padded with zeros (weight 0). Token ids are validated
-    against ``len(token_num_bytes)`` (the vocab size).
+    The reference composition of BOS + :class:`ChunkIndex` + :func:`pack_chunks`
+    over documents held in memory. Token ids are validated against
+    ``len(token_num_bytes)`` (the vocab size).
     """
-    vocab_size = len(token_num_bytes)
-    packer = RoundPacker(batch_size, seq_len, token_num_bytes)
-    for doc in documents:
-        doc = np.asarray(doc)
-        validate_token_ids(doc, vocab_size)
-        tokens = with_bos(doc, bos_id)
-        for c in range(num_chunks(tokens.shape[0], seq_len)):
-            chunk = get_chunk(tokens, c, seq_len)
-            if not packer.add(chunk):
-                yield packer.flush()
-                packer.add(chunk)
-    if not packer.is_empty:
-        yield packer.flush()
+    docs = [np.asarray(d) for d in documents]
+    for d in docs:
+        validate_token_ids(d, len(token_num_bytes))
+    doc_starts = np.concatenate([[0], np.cumsum([d.shape[0] + 1 for d in docs], dtype=np.int64)])
+    tokens = np.full(int(doc_starts[-1]), bos_id, np.int32)  # [N]: BOS + doc, back to back
+    for d, start in zip(docs, doc_starts[:-1]):
+        tokens[start + 1 : start + 1 + d.shape[0]] = d
+    index = ChunkIndex.build(doc_starts, seq_len)
+    chunks = (tokens[s : s + n] for s, n in zip(index.start.tolist(), index.length.tolist()))
+    return pack_chunks(chunks, seq_len=seq_len, batch_size=batch_size, token_num_bytes=token_num_bytes)

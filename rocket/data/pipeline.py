@@ -1,16 +1,17 @@
-"""grain input pipeline: corpus -> shuffled documents -> tokens -> packed batches.
+"""grain input pipeline: corpus -> token cache -> globally shuffled chunks -> packed batches.
 
 Train stream (per process)::
 
-    MapDataset.source(split)[shard_index::shard_count]   # per-host documents
-      .shuffle(seed).repeat()        # new permutation every epoch, infinite
-      .map(tokenize)                 # int32 [n] per document, no BOS
-      .to_iter_dataset(read_options) # threaded read/tokenize ahead
-    -> PackedBatchIterDataset         # BOS + chunk + first-fit pack, see packing.py
+    tokenize_split(split)                       # flat tokens [N] + doc_starts [D+1], cached
+    ChunkIndex.build(doc_starts, seq_len)       # every chunk of every document: [C]
+    MapDataset.source(ChunkSource)[shard_index::shard_count]   # per-host chunks
+      .shuffle(seed).repeat()        # new permutation of all chunks every epoch, infinite
+      .to_iter_dataset()             # int32 [m] token chunk (slice of the memmap), no threads
+    -> PackedBatchIterDataset         # first-fit pack, see packing.py
 
-The iterator state is ``{"meta": {...}, "grain": {"doc_state": <grain state
-before the current document>, "chunk": k}}``: JSON-serialisable and exact
-(a restored iterator yields bitwise the same batches).
+Every batch draws its chunks from across the whole split. The iterator state is
+``{"meta": {...}, "grain": <grain state before the next chunk to pack>}``:
+JSON-serialisable and exact (a restored iterator yields bitwise the same batches).
 """
 
 from __future__ import annotations
@@ -23,109 +24,77 @@ import grain
 import numpy as np
 
 from rocket.data.corpus import Corpus, prepare_corpus
-from rocket.data.packing import (
-    DataError,
-    RoundPacker,
-    get_chunk,
-    num_chunks,
-    pack_documents,
-    validate_token_ids,
-    with_bos,
-)
+from rocket.data.packing import ChunkIndex, DataError, RoundPacker, pack_chunks
 from rocket.data.tokenizers import Tokenizer, get_tokenizer
+from rocket.data.tokens import TokenizedSplit, tokenize_split
 
 Batch = dict[str, np.ndarray]  # each [batch, seq]; keys: packing.BATCH_KEYS
 
 
-class _Tokenize(grain.transforms.Map):
-    """Document bytes -> int32 token ids [n] (no BOS)."""
+class ChunkSource:
+    """Random access to the chunks of a tokenized split: ``src[i]`` -> int32 ``[m]``."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self._tokenizer = tokenizer
+    def __init__(self, split: TokenizedSplit, seq_len: int) -> None:
+        self.tokens = split.tokens  # [N]
+        self.index = ChunkIndex.build(split.doc_starts, seq_len)
 
-    def map(self, element: bytes) -> np.ndarray:
-        return self._tokenizer.encode(element)
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        start = int(self.index.start[i])
+        return np.array(self.tokens[start : start + int(self.index.length[i])], np.int32)
+
+    def __repr__(self) -> str:
+        return f"ChunkSource(len={len(self)})"
 
 
 class _PackedBatchIterator(grain.DatasetIterator):
-    """Checkpointable iterator of packed batches over a token-array iterator."""
+    """Checkpointable iterator of packed batches over an iterator of token chunks."""
 
     def __init__(
-        self,
-        parent: grain.DatasetIterator,
-        *,
-        seq_len: int,
-        batch_size: int,
-        bos_id: int,
-        token_num_bytes: np.ndarray,
+        self, parent: grain.DatasetIterator, *, seq_len: int, batch_size: int, token_num_bytes: np.ndarray
     ) -> None:
         super().__init__(parent)
         self._packer = RoundPacker(batch_size, seq_len, token_num_bytes)
-        self._seq_len = seq_len
-        self._bos_id = bos_id
-        self._vocab_size = len(token_num_bytes)
-        self._doc: np.ndarray | None = None  # [n] current document, BOS included
-        self._doc_state: Any = None  # parent state just before the current doc
-        self._chunk = 0  # next chunk of the current document to pack
-        self._skip = 0  # chunks to skip in the next document (after set_state)
-
-    def _load_next_doc(self) -> bool:
-        state = self._parent.get_state()
-        try:
-            doc = next(self._parent)
-        except StopIteration:
-            return False
-        validate_token_ids(doc, self._vocab_size)
-        self._doc_state, self._doc = state, with_bos(doc, self._bos_id)
-        self._chunk, self._skip = self._skip, 0
-        return True
+        self._chunk: np.ndarray | None = None  # [m] read but not yet packed (opens the next batch)
+        self._chunk_state: Any = None  # parent state just before self._chunk
 
     def __next__(self) -> Batch:
         while True:
-            if self._doc is None and not self._load_next_doc():
-                if self._packer.is_empty:
-                    raise StopIteration
-                return self._packer.flush()
-            assert self._doc is not None
-            n = num_chunks(self._doc.shape[0], self._seq_len)
-            while self._chunk < n:
-                if not self._packer.add(get_chunk(self._doc, self._chunk, self._seq_len)):
-                    return self._packer.flush()  # this chunk opens the next batch
-                self._chunk += 1
-            self._doc = None
+            if self._chunk is None:
+                state = self._parent.get_state()
+                try:
+                    self._chunk = next(self._parent)
+                except StopIteration:
+                    if self._packer.is_empty:
+                        raise
+                    return self._packer.flush()
+                self._chunk_state = state
+            if not self._packer.add(self._chunk):
+                return self._packer.flush()  # self._chunk opens the next batch
+            self._chunk = None
 
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self) -> Any:
         if not self._packer.is_empty:  # only possible at the end of a finite stream
             raise DataError("cannot checkpoint a partially packed batch")
-        if self._doc is None:
-            return {"doc_state": self._parent.get_state(), "chunk": self._skip}
-        return {"doc_state": self._doc_state, "chunk": self._chunk}
+        return self._parent.get_state() if self._chunk is None else self._chunk_state
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["doc_state"])
+    def set_state(self, state: Any) -> None:
+        self._parent.set_state(state)
         self._packer.flush()
-        self._doc, self._doc_state, self._chunk = None, None, 0
-        self._skip = int(state["chunk"])
+        self._chunk, self._chunk_state = None, None
 
 
 class PackedBatchIterDataset(grain.IterDataset):
-    """grain IterDataset: token arrays [n] -> packed batch dicts [batch, seq]."""
+    """grain IterDataset: token chunks int [m] -> packed batch dicts [batch, seq] (first-fit)."""
 
     def __init__(
-        self,
-        parent: grain.IterDataset,
-        *,
-        seq_len: int,
-        batch_size: int,
-        bos_id: int,
-        token_num_bytes: np.ndarray,
+        self, parent: grain.IterDataset, *, seq_len: int, batch_size: int, token_num_bytes: np.ndarray
     ) -> None:
         super().__init__(parent)
         self._kw = dict(
-            seq_len=seq_len,
-            batch_size=batch_size,
-            bos_id=bos_id,
-            token_num_bytes=np.asarray(token_num_bytes, np.int32),
+            seq_len=seq_len, batch_size=batch_size, token_num_bytes=np.asarray(token_num_bytes, np.int32)
         )
 
     def __iter__(self) -> _PackedBatchIterator:
@@ -160,18 +129,25 @@ class DataIterator:
         self._it.set_state(state["grain"])
 
 
-def _shard(source: Any, shard_index: int, shard_count: int) -> grain.MapDataset:
+def _tokenized(source: Any, tokenizer: Tokenizer) -> TokenizedSplit:
+    """``source`` itself if already tokenized, else its in-memory tokenization."""
+    if not isinstance(source, TokenizedSplit):
+        return tokenize_split(source, tokenizer)
+    if source.vocab_size != tokenizer.vocab_size:
+        raise DataError(
+            f"split tokenized with vocab {source.vocab_size}, tokenizer has {tokenizer.vocab_size}"
+        )
+    return source
+
+
+def _check_shard(shard_index: int, shard_count: int) -> None:
     if not 0 <= shard_index < shard_count:
         raise DataError(f"bad shard {shard_index} of {shard_count}")
-    ds = grain.MapDataset.source(source)
-    if shard_count > 1:
-        ds = ds[shard_index::shard_count]
-    if len(ds) == 0:
-        raise DataError(
-            f"shard {shard_index}/{shard_count} has no documents "
-            f"(split has {len(source)}); use fewer hosts or more files"
-        )
-    return ds
+
+
+def _shuffle_seed(seed: int) -> int:
+    """Scrambled ``seed``: grain reshuffles epoch e with seed + e; seed s + 1 must not replay s's epoch 1."""
+    return int(np.random.SeedSequence(seed).generate_state(1)[0])
 
 
 def make_train_iterator(
@@ -183,21 +159,31 @@ def make_train_iterator(
     seed: int,
     shard_index: int = 0,
     shard_count: int = 1,
-    read_threads: int = 2,
 ) -> DataIterator:
-    """Infinite, reshuffled-per-epoch stream of packed ``[batch_size, seq_len]`` batches.
+    """Infinite stream of packed ``[batch_size, seq_len]`` batches of globally shuffled chunks.
 
-    ``source`` is random access (``len``, ``src[i] -> bytes``); this process
-    reads only documents ``shard_index::shard_count``. ``batch_size`` is the
-    per-process batch. ``seed`` must be in [0, 2**32).
+    ``source`` is a :class:`TokenizedSplit` (e.g. cached by ``tokenize_split``)
+    or a random-access text source (``len``, ``src[i] -> bytes``; tokenized in
+    memory). All chunks of the split are reshuffled every epoch; this process
+    reads only chunks ``shard_index::shard_count`` of the chunk index.
+    ``batch_size`` is the per-process batch; ``seed`` >= 0.
     """
-    ds = _shard(source, shard_index, shard_count).shuffle(seed=seed).repeat().map(_Tokenize(tokenizer))
-    read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64)
+    _check_shard(shard_index, shard_count)
+    split = _tokenized(source, tokenizer)
+    chunks = ChunkSource(split, seq_len)
+    ds = grain.MapDataset.source(chunks)
+    if shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    if len(ds) == 0:
+        raise DataError(
+            f"shard {shard_index}/{shard_count} has no chunks (split has {len(chunks)}); use fewer hosts"
+        )
+    ds = ds.shuffle(seed=_shuffle_seed(seed)).repeat()
     it_ds = PackedBatchIterDataset(
-        ds.to_iter_dataset(read),
+        # A chunk read is a memmap slice: read-ahead threads would only add overhead.
+        ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)),
         seq_len=seq_len,
         batch_size=batch_size,
-        bos_id=tokenizer.bos_id,
         token_num_bytes=tokenizer.token_num_bytes,
     )
     meta = {
@@ -207,7 +193,8 @@ def make_train_iterator(
         "seq_len": seq_len,
         "batch_size": batch_size,
         "vocab_size": int(tokenizer.vocab_size),
-        "num_docs": len(source),
+        "num_docs": split.num_docs,
+        "num_chunks": len(chunks),
     }
     return DataIterator(it_ds, meta)
 
@@ -227,24 +214,26 @@ def make_eval_batches(
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> list[Batch]:
-    """Deterministic eval batches over ``source`` from its first document.
+    """Deterministic eval batches over ``source`` (as in make_train_iterator) from its first document.
 
-    The last batch is padded with weight-0 rows. With ``shard_count > 1``
-    each process packs documents ``shard_index::shard_count`` and gets exactly
-    ``max_batches`` batches (all-padding ones if it runs out), so every host
-    runs the same number of eval steps.
+    Chunks are packed in document order; the last batch is padded with weight-0
+    rows. With ``shard_count > 1`` each process packs documents
+    ``shard_index::shard_count`` and gets exactly ``max_batches`` batches
+    (all-padding ones if it runs out), so every host runs the same number of eval steps.
     """
+    _check_shard(shard_index, shard_count)
     if shard_count > 1 and max_batches is None:
         raise DataError("sharded eval needs max_batches (equal step counts per host)")
     if max_batches is not None and max_batches <= 0:
         return []
-    docs = (tokenizer.encode(source[i]) for i in range(shard_index, len(source), shard_count))
+    chunks = ChunkSource(_tokenized(source, tokenizer), seq_len)
+    first = chunks.index.doc_first  # [D + 1]
+    ids = (c for d in range(shard_index, len(first) - 1, shard_count) for c in range(first[d], first[d + 1]))
     batches: list[Batch] = []
-    for batch in pack_documents(
-        docs,
+    for batch in pack_chunks(
+        (chunks[c] for c in ids),
         seq_len=seq_len,
         batch_size=batch_size,
-        bos_id=tokenizer.bos_id,
         token_num_bytes=tokenizer.token_num_bytes,
     ):
         batches.append(batch)
@@ -263,7 +252,7 @@ class Data:
     train: DataIterator
     eval_batches: list[Batch]
     corpus: Corpus
-    stats: dict[str, Any]  # {"train": {"docs", "bytes"}, "validation": {...}, "eval": {...}}
+    stats: dict[str, Any]  # {"train": {"docs", "bytes", "tokens"}, "validation": {...}, "eval": {...}}
 
 
 def build_data(
@@ -280,16 +269,22 @@ def build_data(
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> Data:
-    """Prepares the corpus and tokenizer; returns train iterator + eval batches.
+    """Prepares the corpus, tokenizer and token caches; returns train iterator + eval batches.
 
+    Both splits are tokenized once and cached under ``<cache_dir>/tokens`` (see
+    ``rocket.data.tokens``); ``stats[split]["tokens"]`` counts their targets.
     ``batch_size`` is per process. The model's vocab size must be
     ``data.tokenizer.vocab_size`` (SentencePiece may yield fewer pieces than
     ``spm_vocab_size`` on tiny corpora).
     """
     corpus = prepare_corpus(spec, val_fraction=val_fraction, cache_dir=cache_dir)
     tokenizer = get_tokenizer(tokenizer_name, corpus=corpus, vocab_size=spm_vocab_size, cache_dir=cache_dir)
+    splits = {
+        s: tokenize_split(corpus[s], tokenizer, key=f"{corpus.corpus_id}-{s}", cache_dir=cache_dir)
+        for s in ("train", "validation")
+    }
     train = make_train_iterator(
-        corpus["train"],
+        splits["train"],
         tokenizer,
         seq_len=seq_len,
         batch_size=batch_size,
@@ -298,7 +293,7 @@ def build_data(
         shard_count=shard_count,
     )
     evals = make_eval_batches(
-        corpus["validation"],
+        splits["validation"],
         tokenizer,
         seq_len=seq_len,
         batch_size=batch_size,
@@ -307,6 +302,8 @@ def build_data(
         shard_count=shard_count,
     )
     stats: dict[str, Any] = {s: dict(v) for s, v in corpus.stats.items()}
+    for s, split in splits.items():
+        stats[s]["tokens"] = split.num_targets
     stats["eval"] = {
         "batches": len(evals),
         "tokens": int(sum(b["weights"].sum() for b in evals)),
