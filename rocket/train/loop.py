@@ -256,7 +256,12 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         say(f"MFU: n/a (no peak FLOP/s known for '{jax.devices()[0].device_kind}'; set ROCKET_PEAK_FLOPS)")
 
     bar = tqdm(
-        total=tc.steps, initial=start, disable=not (tc.progress and lead), dynamic_ncols=True, desc="train"
+        total=tc.steps,
+        initial=start,
+        disable=not (tc.progress and lead),
+        dynamic_ncols=True,
+        mininterval=1.0,
+        desc="train",
     )
     report = _Reporter(writer, bar, trainer.schedule, fpt, peak, dc.batch_size * dc.seq_len, start)
     eval_result: dict[str, float] = {}
