@@ -234,6 +234,8 @@ class TrainConfig:
 
     Attributes:
       steps: total optimizer steps.
+      microbatches: gradient accumulation: each step's batch is processed in this many sequential
+        slices (less activation memory, the same update).
       seed: seeds parameters init, data order and the step RNG.
       workdir: checkpoints go to workdir/checkpoints, metrics to workdir/logs.
       log_every / eval_every / ckpt_every: intervals in steps (eval and checkpoint also run at
@@ -243,9 +245,12 @@ class TrainConfig:
       sample_prompt: its prompt.
       sample_temperature / sample_top_k / sample_top_p: its sampler.
       progress: show a progress bar.
+      profile_steps: if > 0, record a JAX profiler trace (TensorBoard / Perfetto) of this many steps,
+        starting at the third step of the run, into workdir/logs.
     """
 
     steps: int = 1000
+    microbatches: int = 1
     seed: int = 0
     workdir: str = "runs/default"
     log_every: int = 10
@@ -258,12 +263,15 @@ class TrainConfig:
     sample_top_k: int = 0
     sample_top_p: float = 0.95
     progress: bool = True
+    profile_steps: int = 0
 
     def __post_init__(self):
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        _check(self.microbatches >= 1, "microbatches", f"must be >= 1, got {self.microbatches}")
         for name in ("log_every", "eval_every", "ckpt_every", "keep_checkpoints"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _check(self.sample_tokens >= 0, "sample_tokens", "must be >= 0")
+        _check(self.profile_steps >= 0, "profile_steps", "must be >= 0")
         _check(self.sample_temperature >= 0, "sample_temperature", "must be >= 0 (0 = greedy)")
         _check(self.sample_top_k >= 0, "sample_top_k", "must be >= 0 (0 = off)")
         _check(0.0 < self.sample_top_p <= 1.0, "sample_top_p", f"must be in (0, 1], got {self.sample_top_p}")
@@ -282,6 +290,11 @@ class ExperimentConfig:
             self.data.seq_len <= self.model.max_seq_len,
             "data.seq_len",
             f"seq_len={self.data.seq_len} is longer than model.max_seq_len={self.model.max_seq_len}",
+        )
+        _check(
+            self.data.batch_size % self.train.microbatches == 0,
+            "train.microbatches",
+            f"batch_size={self.data.batch_size} is not divisible into {self.train.microbatches} microbatches",
         )
 
 

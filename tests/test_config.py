@@ -37,6 +37,7 @@ def test_round_trip_through_ml_collections():
         ({"model": {"dtype": "float16"}}, "dtype"),
         ({"data": {"tokenizer": "wordpiece"}}, "tokenizer"),
         ({"parallel": {"data": -1, "fsdp": -1}}, "parallel"),
+        ({"data": {"batch_size": 6}, "train": {"microbatches": 4}}, "train.microbatches"),
     ],
 )
 def test_bad_values_name_the_field(values, field):

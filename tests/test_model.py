@@ -160,3 +160,37 @@ def test_tree_block_mask_scores_each_branch_as_its_own_sequence():
         seq = jnp.concatenate([prefix, jnp.array([path])], axis=1)
         ref, _ = model.apply(params, seq, positions_for(seq))
         chex.assert_trees_all_close(logits[0, node], ref[0, -1], atol=2e-5)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots", "dots_no_batch"])
+def test_remat_policies_leave_gradients_unchanged(remat):
+    model, params = tiny_model(scan_layers=True)
+    model_r = Transformer(ModelConfig(**{**TINY, "scan_layers": True, "remat": remat}))
+    tokens = _tokens(b=2, t=16)
+
+    def loss(m, p):
+        return jnp.mean(jax.nn.log_softmax(m.apply(p, tokens, positions_for(tokens))[0]) ** 2)
+
+    chex.assert_trees_all_close(
+        jax.grad(lambda p: loss(model_r, p))(params), jax.grad(lambda p: loss(model, p))(params), atol=1e-6
+    )
+
+
+def test_flops_per_token_matches_xla_cost_analysis():
+    """XLA's count of the compiled forward pass (full T x T attention scores, as XLA computes them
+    before masking) agrees with the analytic count once the causal discount is undone."""
+    cfg = ModelConfig(**{**TINY, "d_model": 128, "d_ff": 256})
+    model, params = tiny_model(d_model=128, d_ff=256)
+    t = 64
+    tokens = jnp.zeros((1, t), jnp.int32)
+    cost = (
+        jax.jit(lambda p: model.apply(p, tokens, positions_for(tokens))[0])
+        .lower(params)
+        .compile()
+        .cost_analysis()
+    )
+    cost = cost[0] if isinstance(cost, list) else cost
+    attn_causal = 4 * cfg.n_layers * cfg.n_heads * cfg.resolved_head_dim * (t + 1) / 2
+    attn_full = 4 * cfg.n_layers * cfg.n_heads * cfg.resolved_head_dim * t
+    expected = flops_per_token(cfg, t, training=False) - attn_causal + attn_full
+    assert abs(cost["flops"] / t - expected) / expected < 0.05, (cost["flops"] / t, expected)

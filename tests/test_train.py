@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,13 +44,11 @@ def _batch(b=4, t=32, seed=0):
     }
 
 
-def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
-    model = Transformer(ModelConfig(**TINY))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(dtype):
+    model = Transformer(ModelConfig(**TINY, dtype=dtype))
     tx, _ = make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), total_steps=20)
-    state = jax.tree.map(lambda x: x, init_state(model, tx, jax.random.key(0), 32))
-    import flax.linen as nn
-
-    state = nn.meta.unbox(state)
+    state = nn.meta.unbox(init_state(model, tx, jax.random.key(0), 32))
     step = jax.jit(make_train_step(model, tx))
     batch = {k: jnp.asarray(v) for k, v in _batch().items()}
     losses = []
@@ -57,6 +57,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
         losses.append(float(m["loss"]))
     assert losses[-1] < 0.6 * losses[0], losses
     assert int(state.step) == 15
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))  # f32 master weights
     np.testing.assert_allclose(m["bits_per_byte"], m["loss"] / np.log(2), rtol=1e-5)  # 1 byte per token here
 
 
@@ -174,3 +175,20 @@ def test_cli_reports_config_and_data_errors_in_one_line(tmp_path):
     assert res.returncode == 2 and "n_kv_heads" in res.stderr and "Traceback" not in res.stderr
     res = run(f"--config.data.corpus={tmp_path / 'missing'}", f"--config.train.workdir={tmp_path / 'w'}")
     assert res.returncode == 2 and "missing" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_microbatched_step_equals_the_full_batch_step():
+    # SGD, so the update is linear in the gradient (Adam's g / sqrt(g^2) magnifies rounding noise).
+    model = Transformer(ModelConfig(**TINY))
+    ocfg = OptimConfig(
+        name="sgd", lr=1.0, warmup_steps=0, schedule="constant", weight_decay=0.0, grad_clip=0.0
+    )
+    tx, _ = make_optimizer(ocfg, total_steps=5)
+    state = nn.meta.unbox(init_state(model, tx, jax.random.key(0), 32))
+    batch = {k: jnp.asarray(v) for k, v in _batch(b=4).items()}
+    batch["weights"] = batch["weights"].at[1, 20:].set(0.0)  # uneven real tokens across microbatches
+    full_state, full = jax.jit(make_train_step(model, tx))(state, batch, jax.random.key(0))
+    micro_state, micro = jax.jit(make_train_step(model, tx, microbatches=2))(state, batch, jax.random.key(0))
+    for k in ("loss", "bits_per_byte", "grad_norm", "tokens"):
+        np.testing.assert_allclose(micro[k], full[k], rtol=1e-5)
+    chex.assert_trees_all_close(micro_state.params, full_state.params, atol=1e-6)

@@ -58,7 +58,7 @@ class Trainer:
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         init_fn = jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)), out_shardings=shardings)
         train_step = jax.jit(
-            _with_rules(make_train_step(model, tx)),
+            _with_rules(make_train_step(model, tx, microbatches=cfg.train.microbatches)),
             in_shardings=(shardings, batch_sh, replicated),
             out_shardings=(shardings, replicated),
             donate_argnums=(0,),
@@ -265,8 +265,15 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     )
     report = _Reporter(writer, bar, trainer.schedule, fpt, peak, dc.batch_size * dc.seq_len, start)
     eval_result: dict[str, float] = {}
+    profile = range(start + 3, start + 3 + tc.profile_steps)  # past compilation
     for step in range(start + 1, tc.steps + 1):
+        if tc.profile_steps and step == profile.start:
+            jax.profiler.start_trace(log_dir)
         state, metrics = trainer.step(state, next(data.train))
+        if tc.profile_steps and step == profile.stop - 1:
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            bar.write(f"profile of steps {profile.start}-{step} written to {log_dir}")
         bar.update(1)
         report.flush()  # the previous logged step's metrics: ready by now, no pipeline stall
         last = step == tc.steps

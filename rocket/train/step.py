@@ -65,27 +65,67 @@ def per_token_loss(
     return nats_bt, aux
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation) -> Callable:
-    """Builds `train_step(state, batch, rng) -> (state, metrics)` for this model and optimizer."""
+def token_sums(nats_bt: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+    """Sums over the real targets: nats, target tokens and the bytes they stand for."""
+    w_bt = batch["weights"]
+    return {
+        "nats": jnp.sum(nats_bt * w_bt),
+        "tokens": jnp.sum(w_bt),
+        "bytes": jnp.sum(batch["num_bytes"] * (w_bt > 0)),
+    }
 
-    def loss_fn(params, batch):
-        nats_bt, _ = per_token_loss(model, params, batch)
-        w_bt = batch["weights"]
-        n_tokens = jnp.maximum(jnp.sum(w_bt), 1.0)
-        loss = jnp.sum(nats_bt * w_bt) / n_tokens
-        return loss, {
-            "nats": jnp.sum(nats_bt * w_bt),
-            "tokens": jnp.sum(w_bt),
-            "bytes": jnp.sum(batch["num_bytes"] * (w_bt > 0)),
-        }
+
+def split_microbatches(batch: Batch, n: int) -> Batch:
+    """[B, ...] -> [n, B/n, ...] taking rows j, j+n, j+2n, ... into microbatch j.
+
+    Strided rather than contiguous: with the batch sharded over devices in contiguous blocks, every
+    microbatch then keeps rows on every device (when B / n_devices is divisible by n).
+    """
+
+    def split(x):
+        return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, microbatches: int = 1) -> Callable:
+    """Builds `train_step(state, batch, rng) -> (state, metrics)` for this model and optimizer.
+
+    The loss is sum(nats * weights) / sum(weights) over the whole batch. With `microbatches > 1` the
+    batch is processed in that many sequential slices (`lax.scan`), accumulating the gradient of the
+    summed nats, so activation memory shrinks by that factor while the update stays the same as one
+    full-batch step (up to float summation order).
+    """
+
+    def summed_nats(params: Any, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        sums = token_sums(per_token_loss(model, params, batch)[0], batch)
+        return sums["nats"], sums
+
+    grad_fn = jax.grad(summed_nats, has_aux=True)  # -> (d sum(nats) / d params, sums)
+
+    def summed_grads(params: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]:
+        if microbatches == 1:
+            return grad_fn(params, batch)
+        micro = split_microbatches(batch, microbatches)
+
+        def body(acc, mb):
+            return jax.tree.map(jnp.add, acc, grad_fn(params, mb)), None
+
+        zeros = jax.tree.map(
+            lambda x: jnp.zeros(x.shape, x.dtype),
+            jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro)),
+        )
+        return jax.lax.scan(body, zeros, micro)[0]
 
     def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict]:
         del rng  # the dense baseline is deterministic; stochastic transforms draw from it
-        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        grad_sums, sums = summed_grads(state.params, batch)
+        n_tokens = jnp.maximum(sums["tokens"], 1.0)
+        grads = jax.tree.map(lambda g: g / n_tokens, grad_sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
-            "loss": loss,
+            "loss": sums["nats"] / n_tokens,
             "bits_per_byte": sums["nats"] / jnp.log(2.0) / jnp.maximum(sums["bytes"], 1.0),
             "grad_norm": optax.tree.norm(grads),
             "param_norm": optax.tree.norm(params),
@@ -101,12 +141,6 @@ def make_eval_step(model: nn.Module) -> Callable:
     """Builds `eval_step(params, batch) -> {nats, tokens, bytes}` (sums; causal routing)."""
 
     def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
-        nats_bt, _ = per_token_loss(model, params, batch, routing="causal")
-        w_bt = batch["weights"]
-        return {
-            "nats": jnp.sum(nats_bt * w_bt),
-            "tokens": jnp.sum(w_bt),
-            "bytes": jnp.sum(batch["num_bytes"] * (w_bt > 0)),
-        }
+        return token_sums(per_token_loss(model, params, batch, routing="causal")[0], batch)
 
     return eval_step
