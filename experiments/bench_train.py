@@ -20,7 +20,7 @@ import numpy as np
 from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
 from rocket.models import flops_per_token, param_count
 from rocket.train.loop import Trainer
-from rocket.train.metrics import mfu, peak_flops
+from rocket.train.metrics import matmul_dtype, mfu, peak_flops
 from rocket.utils import enable_compilation_cache
 
 # name: (d_model, n_layers, n_heads, n_kv_heads, seq_len, batch)
@@ -80,7 +80,7 @@ def bench(name: str, steps: int, dtype: str, scan: bool, remat: str, vocab: int)
     step_s = statistics.median(times)
     tok_s = batch * seq / step_s
     fpt = flops_per_token(cfg.model, seq)
-    peak = peak_flops(jax.devices()[0], dtype)
+    peak = peak_flops(jax.devices()[0], matmul_dtype(dtype))
     util = mfu(fpt, tok_s, peak, jax.device_count())
     return {
         "size": name,

@@ -12,6 +12,7 @@ Sections: `model` (`ModelConfig`), `data` (`DataConfig`), `optim` (`OptimConfig`
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -160,7 +161,11 @@ class DataConfig:
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         _check(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
-        _check(self.spm_vocab_size >= 64, "spm_vocab_size", f"must be >= 64, got {self.spm_vocab_size}")
+        _check(
+            self.spm_vocab_size >= 268,
+            "spm_vocab_size",
+            f"must be >= 268 (4 specials + 256 byte pieces + merges), got {self.spm_vocab_size}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +273,7 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.microbatches >= 1, "microbatches", f"must be >= 1, got {self.microbatches}")
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         for name in ("log_every", "eval_every", "ckpt_every", "keep_checkpoints"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _check(self.sample_tokens >= 0, "sample_tokens", "must be >= 0")
@@ -301,8 +307,29 @@ class ExperimentConfig:
 T = TypeVar("T")
 
 
+def _allowed_types(cls: type, name: str) -> tuple[type, ...]:
+    """The runtime types a field accepts, from its annotation (`int | None` -> (int, NoneType))."""
+    hint = typing.get_type_hints(cls)[name]
+    return tuple(typing.get_args(hint)) or (hint,)
+
+
+def _coerce(cls: type, name: str, value: Any, path: str) -> Any:
+    """Checks a value's type against the field's annotation; ints are accepted for float fields."""
+    allowed = _allowed_types(cls, name)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in allowed:
+        ok = False
+    else:
+        ok = isinstance(value, allowed)
+    if not ok:
+        names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+        raise ConfigError(f"config field '{path}': expected {names}, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
-    """Builds dataclass `cls` from a mapping, rejecting unknown keys by name (nested sections ok)."""
+    """Builds dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
@@ -314,15 +341,12 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
             )
         default = fields[key].default
         if dataclasses.is_dataclass(default):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config field '{path}': expected a section (mapping), got {value!r}")
             kwargs[key] = from_dict(type(default), value, prefix=f"{path}.")
         else:
-            kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except TypeError as e:  # wrong value types surface as TypeErrors inside __post_init__
-        raise ConfigError(f"config section '{prefix.rstrip('.') or cls.__name__}': {e}") from None
+            kwargs[key] = _coerce(cls, key, value, path)
+    return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -335,6 +359,21 @@ def from_config_dict(cd: ml_collections.ConfigDict | Mapping[str, Any]) -> Exper
     return from_dict(ExperimentConfig, values)
 
 
+def _with_placeholders(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Optional fields left at None become typed placeholders, so `--config.model.head_dim=64` works."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        v = values[f.name]
+        if dataclasses.is_dataclass(f.default):
+            out[f.name] = _with_placeholders(type(f.default), v)
+        elif v is None:
+            kinds = [t for t in _allowed_types(cls, f.name) if t is not type(None)]
+            out[f.name] = ml_collections.config_dict.placeholder(kinds[0])
+        else:
+            out[f.name] = v
+    return out
+
+
 def to_config_dict(cfg: ExperimentConfig) -> ml_collections.ConfigDict:
     """The inverse of `from_config_dict`: a ConfigDict with every field, for experiment files."""
-    return ml_collections.ConfigDict(to_dict(cfg))
+    return ml_collections.ConfigDict(_with_placeholders(ExperimentConfig, to_dict(cfg)))

@@ -19,6 +19,7 @@ expect); `jax.make_mesh`'s default Explicit axes turn those constraints into ass
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -178,3 +179,21 @@ def maybe_initialize_distributed() -> bool:
         jax.device_count(),
     )
     return True
+
+
+def allgather_json(obj: Any) -> list[Any]:
+    """Every process's JSON-serialisable `obj`, in process order (a collective: all must call it).
+
+    Used to checkpoint per-host state (each host's data-iterator position) in one file written by
+    the primary process, so the checkpoint stays a single atomic orbax commit.
+    """
+    if jax.process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    rows = multihost_utils.process_allgather(padded)  # [processes, max_size]
+    return [json.loads(bytes(row[: int(n)]).decode()) for row, n in zip(rows, sizes.reshape(-1))]

@@ -38,6 +38,12 @@ def test_round_trip_through_ml_collections():
         ({"data": {"tokenizer": "wordpiece"}}, "tokenizer"),
         ({"parallel": {"data": -1, "fsdp": -1}}, "parallel"),
         ({"data": {"batch_size": 6}, "train": {"microbatches": 4}}, "train.microbatches"),
+        ({"model": {"d_model": "abc"}}, "model.d_model"),
+        ({"model": {"n_layers": 2.5}}, "model.n_layers"),
+        ({"train": {"progress": 1}}, "train.progress"),
+        ({"train": {"seed": -1}}, "seed"),
+        ({"data": {"spm_vocab_size": 100}}, "spm_vocab_size"),
+        ({"model": 3}, "model"),
     ],
 )
 def test_bad_values_name_the_field(values, field):

@@ -91,3 +91,38 @@ def test_sampled_generation_is_reproducible_and_eos_stops_rows():
     row = np.asarray(c[0])
     first = int(np.argmax(row == eos))
     assert first <= 2 and (row[first:] == eos).all()
+
+
+def test_top_k_1_sampling_is_greedy_and_generation_respects_max_seq_len():
+    model, params = tiny_model()
+    prompt = jax.random.randint(jax.random.key(4), (2, 5), 0, 258)
+    lengths = jnp.array([5, 5])
+    greedy = generate(model, params, prompt, lengths, jax.random.key(0), max_new_tokens=6)
+    top1 = generate(
+        model,
+        params,
+        prompt,
+        lengths,
+        jax.random.key(7),
+        max_new_tokens=6,
+        sampler=SamplerConfig(temperature=2.0, top_k=1),
+    )
+    np.testing.assert_array_equal(top1, greedy)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        generate(model, params, prompt, lengths, jax.random.key(0), max_new_tokens=124)
+
+
+def test_rollback_then_new_tokens_equals_a_fresh_run():
+    """Commit a wrong continuation, roll it back, commit the right one: logits equal a fresh pass."""
+    model, params = tiny_model()
+    tokens = jax.random.randint(jax.random.key(5), (1, 12), 0, 258)
+    wrong = (tokens + 1) % 258
+    pos = positions_for(tokens)
+    cache = init_cache(2, 1, 32, 2, 16)
+    _, aux = model.apply(params, tokens[:, :6], pos[:, :6], cache=cache)
+    cache = commit_block(cache, aux["new_kv"], 6)
+    _, aux = model.apply(params, wrong[:, 6:9], pos[:, 6:9], cache=cache)
+    cache = rollback(commit_block(cache, aux["new_kv"], 3), 6)
+    logits, aux = model.apply(params, tokens[:, 6:], pos[:, 6:], cache=cache)
+    full, _ = model.apply(params, tokens, pos)
+    chex.assert_trees_all_close(logits, full[:, 6:], atol=2e-5)

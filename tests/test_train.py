@@ -173,6 +173,8 @@ def test_cli_reports_config_and_data_errors_in_one_line(tmp_path):
     )
     res = run("--config.model.n_kv_heads=3")
     assert res.returncode == 2 and "n_kv_heads" in res.stderr and "Traceback" not in res.stderr
+    res = run("--config.model.head_dim=15")  # an optional (None by default) field is overridable too
+    assert res.returncode == 2 and "'head_dim'" in res.stderr and "even" in res.stderr
     res = run(f"--config.data.corpus={tmp_path / 'missing'}", f"--config.train.workdir={tmp_path / 'w'}")
     assert res.returncode == 2 and "missing" in res.stderr and "Traceback" not in res.stderr
 
@@ -192,3 +194,17 @@ def test_microbatched_step_equals_the_full_batch_step():
     for k in ("loss", "bits_per_byte", "grad_norm", "tokens"):
         np.testing.assert_allclose(micro[k], full[k], rtol=1e-5)
     chex.assert_trees_all_close(micro_state.params, full_state.params, atol=1e-6)
+
+
+def test_weight_decay_skips_norm_scales_in_both_layer_layouts():
+    from rocket.train.optim import _decay_mask
+
+    for scan in (False, True):
+        model = Transformer(ModelConfig(**TINY, scan_layers=scan))
+        params = nn.meta.unbox(
+            model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32), jnp.zeros((1, 4), jnp.int32))
+        )
+        mask = jax.tree_util.tree_flatten_with_path(_decay_mask(params["params"]))[0]
+        decayed = {jax.tree_util.keystr(p) for p, m in mask if m}
+        assert decayed and not any("norm" in p for p in decayed), (scan, decayed)
+        assert any("embedding" in p for p in decayed) and any("w_down" in p for p in decayed)

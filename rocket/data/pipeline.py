@@ -214,10 +214,12 @@ def make_eval_batches(
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> list[Batch]:
-    """Deterministic eval batches over ``source`` (as in make_train_iterator) from its first document.
+    """Deterministic eval batches over ``source`` (as in make_train_iterator).
 
-    Chunks are packed in document order; the last batch is padded with weight-0
-    rows. With ``shard_count > 1`` each process packs documents
+    The chunks of the split are taken in one fixed pseudo-random order (seed 0, independent of the
+    training seed), so a partial evaluation (``max_batches``) samples the whole split rather than
+    its first few documents; ``max_batches=None`` covers every chunk once. The last batch is padded
+    with weight-0 rows. With ``shard_count > 1`` each process packs documents
     ``shard_index::shard_count`` and gets exactly ``max_batches`` batches
     (all-padding ones if it runs out), so every host runs the same number of eval steps.
     """
@@ -228,7 +230,8 @@ def make_eval_batches(
         return []
     chunks = ChunkSource(_tokenized(source, tokenizer), seq_len)
     first = chunks.index.doc_first  # [D + 1]
-    ids = (c for d in range(shard_index, len(first) - 1, shard_count) for c in range(first[d], first[d + 1]))
+    mine = [np.arange(first[d], first[d + 1]) for d in range(shard_index, len(first) - 1, shard_count)]
+    ids = np.random.default_rng(0).permutation(np.concatenate(mine)) if mine else np.zeros(0, np.int64)
     batches: list[Batch] = []
     for batch in pack_chunks(
         (chunks[c] for c in ids),

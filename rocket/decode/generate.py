@@ -56,33 +56,44 @@ def generate(
     """Samples `max_new_tokens` tokens after each prompt -> tokens [B, max_new_tokens].
 
     prompt[B, P] is right-padded; prompt_len[B] >= 1 gives each row's real length. Rows that emit
-    `eos_id` keep emitting it. One `lax.while_loop` over 1-token steps with a per-row cache.
+    `eos_id` keep emitting it. Token 0 comes from the prefill's logits; each `lax.while_loop` step
+    feeds the previous token through the model (reading, then committing to, the cache) and samples
+    the next, so there are exactly `max_new_tokens - 1` single-token forward passes.
     """
     b, p = prompt_bp.shape
+    if p + max_new_tokens > model.cfg.max_seq_len:
+        raise ValueError(
+            f"prompt length {p} + max_new_tokens {max_new_tokens} exceeds the model's max_seq_len "
+            f"{model.cfg.max_seq_len}"
+        )
     cache = new_cache(model, b, p + max_new_tokens)
     check_capacity(cache, p + max_new_tokens)
     logits_bv, cache = prefill(model, params, prompt_bp, prompt_len_b, cache)
-    out_bn = jnp.zeros((b, max_new_tokens), jnp.int32)
 
-    def body(state):
-        i, logits_bv, cache, out_bn, done_b = state
+    def pick(i, logits_bv, done_b):
         tok_b = sample(jax.random.fold_in(key, i), logits_bv, sampler)
         if eos_id is not None:
             tok_b = jnp.where(done_b, eos_id, tok_b)
             done_b = done_b | (tok_b == eos_id)
-        out_bn = out_bn.at[:, i].set(tok_b)
-        pos_b1 = (prompt_len_b + i)[:, None]
-        logits_b1v, aux = model.apply(params, tok_b[:, None], pos_b1, cache=cache, routing="causal")
+        return tok_b, done_b
+
+    def body(state):
+        i, cache, out_bn, done_b = state  # tokens [0, i) are in out; token i - 1 is not yet in the cache
+        prev_b1 = out_bn[:, i - 1][:, None]
+        logits_b1v, aux = model.apply(
+            params, prev_b1, (prompt_len_b + i - 1)[:, None], cache=cache, routing="causal"
+        )
         cache = commit_block(cache, aux["new_kv"], 1)
-        return i + 1, logits_b1v[:, 0], cache, out_bn, done_b
+        tok_b, done_b = pick(i, logits_b1v[:, 0], done_b)
+        return i + 1, cache, out_bn.at[:, i].set(tok_b), done_b
 
     def cond(state):
         i, *_, done_b = state
         return (i < max_new_tokens) & ~jnp.all(done_b)
 
-    init = (jnp.int32(0), logits_bv, cache, out_bn, jnp.zeros((b,), bool))
-    _, _, _, out_bn, done_b = jax.lax.while_loop(cond, body, init)
+    tok_b, done_b = pick(0, logits_bv, jnp.zeros((b,), bool))
+    out_bn = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok_b)
+    _, _, out_bn, done_b = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, out_bn, done_b))
     if eos_id is not None:  # rows that stopped early: fill the unwritten tail with EOS
-        written = jnp.cumsum(out_bn == eos_id, axis=1) > 0
-        out_bn = jnp.where(written & done_b[:, None], eos_id, out_bn)
+        out_bn = jnp.where(jnp.cumsum(out_bn == eos_id, axis=1) > 0, eos_id, out_bn)
     return out_bn

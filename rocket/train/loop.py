@@ -24,8 +24,8 @@ from rocket.config import ConfigError, ExperimentConfig, to_dict
 from rocket.data import build_data
 from rocket.decode import SamplerConfig, generate
 from rocket.models import Transformer, flops_per_token, param_count
-from rocket.train.checkpoint import Checkpointer
-from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, mfu, peak_flops
+from rocket.train.checkpoint import Checkpointer, CheckpointError
+from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, matmul_dtype, mfu, peak_flops
 from rocket.train.optim import make_optimizer
 from rocket.train.step import TrainState, init_state, make_eval_step, make_train_step
 
@@ -57,9 +57,16 @@ class Trainer:
         batch_sh = parallel.batch_sharding(mesh)
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         init_fn = jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)), out_shardings=shardings)
+        step_fn = make_train_step(model, tx, microbatches=cfg.train.microbatches)
+
+        def seeded_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+            """The step's RNG is derived from the checkpointed base key and the step number."""
+            rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+            return step_fn(state, batch, rng)
+
         train_step = jax.jit(
-            _with_rules(make_train_step(model, tx, microbatches=cfg.train.microbatches)),
-            in_shardings=(shardings, batch_sh, replicated),
+            _with_rules(seeded_step),
+            in_shardings=(shardings, batch_sh),
             out_shardings=(shardings, replicated),
             donate_argnums=(0,),
         )
@@ -83,9 +90,8 @@ class Trainer:
 
     def step(self, state: TrainState, local_batch: dict[str, np.ndarray]) -> tuple[TrainState, dict]:
         batch = parallel.global_batch(local_batch, self.mesh)
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         with jax.set_mesh(self.mesh):
-            return self.train_step(state, batch, rng)
+            return self.train_step(state, batch)
 
     def evaluate(self, params: Any, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
         """Validation loss (nats/token) and bits/byte over `batches` (causal routing)."""
@@ -115,7 +121,8 @@ def sample_text(model: Transformer, params: Any, tokenizer: Any, cfg: Experiment
     """Generates `train.sample_tokens` tokens after `train.sample_prompt` with the run's sampler."""
     tc = cfg.train
     prompt = np.concatenate([[tokenizer.bos_id], tokenizer.encode(tc.sample_prompt)]).astype(np.int32)
-    n_new = min(tc.sample_tokens, cfg.model.max_seq_len - len(prompt))
+    # Positions past the training length were never trained: stay within data.seq_len.
+    n_new = min(tc.sample_tokens, min(cfg.data.seq_len, cfg.model.max_seq_len) - len(prompt))
     if n_new <= 0:
         return ""
     sampler = (
@@ -123,9 +130,7 @@ def sample_text(model: Transformer, params: Any, tokenizer: Any, cfg: Experiment
         if tc.sample_temperature == 0
         else SamplerConfig(temperature=tc.sample_temperature, top_k=tc.sample_top_k, top_p=tc.sample_top_p)
     )
-    if (
-        jax.process_count() > 1
-    ):  # params span other hosts' devices: gather (a collective: every process calls this)
+    if jax.process_count() > 1:  # params span other hosts' devices: gather (a collective)
         from jax.experimental import multihost_utils
 
         params = multihost_utils.process_allgather(params, tiled=True)
@@ -223,12 +228,46 @@ def _build_data(cfg: ExperimentConfig) -> Any:
     return data
 
 
+def _config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of config fields whose value differs between a checkpoint and this run."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _restore_or_init(
+    cfg: ExperimentConfig, trainer: Trainer, ckpt: Checkpointer, data: Any, say
+) -> TrainState:
+    """The latest complete checkpoint (params, optimizer, step, RNG, this host's data position) or
+    a fresh state."""
+    if ckpt.latest_step() is None:
+        return trainer.init(cfg.train.seed)
+    state, data_state, meta = ckpt.restore(None, trainer.abstract_state())
+    per_host = data_state["processes"]
+    if len(per_host) != jax.process_count():
+        raise CheckpointError(
+            f"checkpoint in {ckpt.directory} was written by {len(per_host)} processes, this run has "
+            f"{jax.process_count()}: the data positions can't be mapped; resume with the same process count"
+        )
+    data.train.set_state(per_host[jax.process_index()])
+    changes = _config_changes((meta or {}).get("config", {}), to_dict(cfg))
+    say(f"resumed from {ckpt.directory} at step {int(state.step)}")
+    if changes:
+        say("warning: the config differs from the checkpoint's: " + "; ".join(changes))
+    return state
+
+
 def train(cfg: ExperimentConfig) -> dict[str, Any]:
     """Runs (or resumes) the experiment; returns the final metrics and where outputs went."""
     parallel.maybe_initialize_distributed()
     tc, dc = cfg.train, cfg.data
     lead = jax.process_index() == 0
-    say = print if lead else (lambda *a, **k: None)
+    say = tqdm.write if lead else (lambda *a, **k: None)  # tqdm.write keeps the progress bar intact
     data = _build_data(cfg)
     trainer = Trainer.build(cfg)
     workdir = os.path.abspath(tc.workdir)
@@ -236,17 +275,11 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
     writer = MetricWriter(log_dir, enabled=lead)
     writer.write_hparams(to_dict(cfg))
-
-    if ckpt.latest_step() is not None:
-        state, data_state, _ = ckpt.restore(None, trainer.abstract_state())
-        data.train.set_state(data_state)
-        say(f"resumed from {ckpt_dir} at step {int(state.step)}")
-    else:
-        state = trainer.init(tc.seed)
+    state = _restore_or_init(cfg, trainer, ckpt, data, say)
     start = int(state.step)
 
     fpt = flops_per_token(cfg.model, dc.seq_len)
-    peak = peak_flops(jax.devices()[0], cfg.model.dtype)
+    peak = peak_flops(jax.devices()[0], matmul_dtype(cfg.model.dtype))
     say(
         f"model: {param_count(cfg.model) / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token (train); "
         f"mesh {dict(trainer.mesh.shape)}; corpus {dc.corpus!r}: {data.stats['train']['docs']} train docs, "
@@ -265,15 +298,15 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     )
     report = _Reporter(writer, bar, trainer.schedule, fpt, peak, dc.batch_size * dc.seq_len, start)
     eval_result: dict[str, float] = {}
-    profile = range(start + 3, start + 3 + tc.profile_steps)  # past compilation
+    profile = range(start + 3, min(start + 3 + tc.profile_steps, tc.steps + 1))  # past compilation
     for step in range(start + 1, tc.steps + 1):
-        if tc.profile_steps and step == profile.start:
+        if profile and step == profile.start:
             jax.profiler.start_trace(log_dir)
         state, metrics = trainer.step(state, next(data.train))
-        if tc.profile_steps and step == profile.stop - 1:
+        if profile and step == profile.stop - 1:
             jax.block_until_ready(state)
             jax.profiler.stop_trace()
-            bar.write(f"profile of steps {profile.start}-{step} written to {log_dir}")
+            say(f"profile of steps {profile.start}-{step} written to {log_dir}")
         bar.update(1)
         report.flush()  # the previous logged step's metrics: ready by now, no pipeline stall
         last = step == tc.steps
@@ -285,25 +318,25 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
             if is_eval:
                 eval_result = trainer.evaluate(state.params, data.eval_batches)
                 writer.write_scalars(step, eval_result, split="eval")
-                bar.write(
-                    f"step {step}: eval loss {eval_result['loss']:.4f}, "
-                    f"bits/byte {eval_result['bits_per_byte']:.4f}"
+                say(
+                    f"step {step}: eval loss {eval_result['loss']:.4f}, bits/byte {eval_result['bits_per_byte']:.4f}"
                 )
             if is_ckpt:
-                ckpt.save(step, state, data_state=data.train.get_state(), meta={"config": to_dict(cfg)})
+                data_states = {"processes": parallel.allgather_json(data.train.get_state())}
+                ckpt.save(step, state, data_state=data_states, meta={"config": to_dict(cfg)})
                 writer.flush()  # metrics up to a checkpoint survive a crash
             jax.block_until_ready(state)
             report.resume_timing(step)
     report.flush()
     bar.close()
     ckpt.wait()
+    ckpt.close()
 
     if not eval_result:  # resumed at the final step: evaluate what was restored
         eval_result = trainer.evaluate(state.params, data.eval_batches)
     sample = (
         sample_text(trainer.model, state.params, data.tokenizer, cfg, tc.seed) if tc.sample_tokens else ""
     )
-    ckpt.close()
     if sample:
         writer.write_text(tc.steps, "sample", sample)
     writer.close()
@@ -316,8 +349,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         "logs": log_dir,
     }
     say(
-        f"\nfinal validation: loss {eval_result['loss']:.4f} nats/token, "
-        f"{eval_result['bits_per_byte']:.4f} bits/byte"
+        f"\nfinal validation: loss {eval_result['loss']:.4f} nats/token, {eval_result['bits_per_byte']:.4f} bits/byte"
     )
     if sample:
         say(f"sample:\n{'-' * 40}\n{sample}\n{'-' * 40}")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 PEAK_FLOPS_ENV = "ROCKET_PEAK_FLOPS"
@@ -114,6 +115,21 @@ def peak_flops(device: Any, dtype: Any) -> float | None:
     if family is None:
         return None
     return PEAK_FLOPS[family][_canonical_dtype(dtype)]
+
+
+def matmul_dtype(compute_dtype: str) -> str:
+    """The dtype the matmuls of a `compute_dtype` model really run in, for the peak-FLOPs lookup.
+
+    float32 under JAX's default matmul precision runs as TF32 on NVIDIA GPUs (and as bf16 passes on
+    TPUs), so its peak is the TF32 one; with `jax_default_matmul_precision="float32"` (or
+    "highest") it is true f32.
+    """
+    if compute_dtype not in ("float32", "f32"):
+        return compute_dtype
+    precision = str(jax.config.jax_default_matmul_precision or "default").lower()
+    if precision in ("float32", "highest"):
+        return "f32"
+    return "bf16" if jax.default_backend() == "tpu" else "tf32"
 
 
 def mfu(

@@ -36,8 +36,12 @@ def make_schedule(ocfg: OptimConfig, total_steps: int) -> optax.Schedule:
 
 
 def _decay_mask(params):
-    """Weight decay on matrices only (ndim >= 2), not on norm scales."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay on weight matrices only, not on RMSNorm scales.
+
+    Decided by name (a leaf called "scale"), not by rank: under `nn.scan` a norm scale is stacked to
+    [L, D] and would look like a matrix.
+    """
+    return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) != "scale", params)
 
 
 def make_optimizer(
