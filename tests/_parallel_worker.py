@@ -9,6 +9,9 @@ line `RESULT {json}` on stdout.
              reference for the multihost mode, and logical_to_shardings checks.
   multihost  one process of a jax.distributed job (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
              JAX_PROCESS_ID): trains the same steps on its process-local rows of the global batch.
+  train CFG  `rocket.train.loop.train` on the JSON config CFG (one process, or one process of a
+             jax.distributed job when the JAX_* variables are set). Like `python -m rocket.train`,
+             a ConfigError / DataError / CheckpointError prints `error: ...` and exits 2.
 """
 
 from __future__ import annotations
@@ -277,7 +280,22 @@ def mode_multihost() -> dict:
     }
 
 
+def mode_train() -> dict:
+    from rocket.config import ConfigError, from_config_dict
+    from rocket.data import DataError
+    from rocket.train.checkpoint import CheckpointError
+    from rocket.train.loop import train
+
+    t0 = time.time()
+    try:
+        result = train(from_config_dict(json.loads(sys.argv[2])))
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    return {**result, "process_index": jax.process_index(), "seconds": time.time() - t0}
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    result = {"sharded": mode_sharded, "multihost": mode_multihost}[mode]()
+    result = {"sharded": mode_sharded, "multihost": mode_multihost, "train": mode_train}[mode]()
     print("RESULT " + json.dumps(result), flush=True)

@@ -8,7 +8,10 @@ before jax is imported, and this pytest process already has a 1-device CPU backe
     and the batch;
   * logical_to_shardings replicates dimensions its mesh axes don't divide;
   * two processes on localhost (jax.distributed, gloo CPU collectives, 2 devices each) train
-    together on their halves of the batch and match the single-process 4-device run.
+    together on their halves of the batch and match the single-process 4-device run;
+  * end to end: two processes run `train()` (FSDP over the 4 global devices), and a second
+    2-process job resumed from an earlier checkpoint continues the same losses, eval and sample;
+    resuming it with 1 process fails with a clear CheckpointError.
 
 Tolerances: losses and metrics to rtol 1e-5. Parameters after Adam steps are compared with an
 absolute tolerance of 1e-4 (= 0.1 x lr) and at most 0.1% of elements off by more than 1e-5:
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +39,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER = REPO_ROOT / "tests" / "_parallel_worker.py"
 TIMEOUT_S = 240
+TRAIN_TIMEOUT_S = 300
 METRIC_RTOL = 1e-5
 PARAM_ATOL, PARAM_FRAC_OVER_1E5 = 1e-4, 1e-3
 SHARDED_RUNS = ("dp4_fsdp2", "dp2_fsdp2_tp2", "multihost_ref")
@@ -55,11 +61,11 @@ def _child_env(n_devices: int, out_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start(mode: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, Path]:
+def _start(mode: str, env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     out = log.with_suffix(".out")
     with open(out, "wb") as so, open(log, "wb") as se:  # files, not pipes: nothing can block on a full pipe
         proc = subprocess.Popen(
-            [sys.executable, str(WORKER), mode],
+            [sys.executable, str(WORKER), mode, *args],
             env=env,
             cwd=REPO_ROOT,
             stdout=so,
@@ -103,7 +109,7 @@ def _run_all(procs: list[tuple[subprocess.Popen, Path]], logs: list[Path], timeo
                 else f"exited with {p.returncode}"
             )
             failures.append(
-                f"worker {i} {p.args[2:]} {why}\nstdout:\n{text[-2000:]}\nstderr:\n{log.read_text()[-5000:]}"
+                f"worker {i} {p.args[2]!r} {why}\nstdout:\n{text[-2000:]}\nstderr:\n{log.read_text()[-5000:]}"
             )
         else:
             results.append(json.loads(lines[-1][len("RESULT ") :]))
@@ -266,3 +272,121 @@ def test_multihost_two_processes_match_single_process(children, sharded):
             "n": int(sum(d.size for d in diffs.values())),
         }
         _assert_params_close(cmp, f"process {pid} params vs 1-process run")
+
+
+def _launch(tag: str, cfg: dict, out: Path, n_proc: int, devices_per_proc: int) -> tuple[list, list[Path]]:
+    """Starts `train(cfg)` in n_proc worker processes (a jax.distributed job when n_proc > 1)."""
+    port = _free_port()
+    procs, logs = [], []
+    for pid in range(n_proc):
+        dist = (
+            dict(
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES=str(n_proc),
+                JAX_PROCESS_ID=str(pid),
+            )
+            if n_proc > 1
+            else {}
+        )
+        logs.append(out / f"{tag}_p{pid}.log")
+        procs.append(_start("train", _child_env(devices_per_proc, out, **dist), logs[-1], json.dumps(cfg)))
+    return procs, logs
+
+
+def _prune_checkpoints(workdir: Path, keep: int) -> None:
+    ckpts = workdir / "checkpoints"
+    for d in ckpts.iterdir():
+        if d.name.isdigit() and int(d.name) > keep:
+            shutil.rmtree(d)
+    assert sorted(d.name for d in ckpts.iterdir() if d.name.isdigit()) == [str(keep)]
+
+
+def test_two_process_training_resumes_exactly(tmp_path):
+    """2 processes train 6 steps (checkpoints at 2, 4, 6); the same job resumed from step 2's
+    checkpoint reproduces steps 3..6, the eval loss and the sample; 1 process can't resume it."""
+    from rocket.data import build_data
+    from tests.helpers import TINY
+    from tests.test_train import _corpus, _train_losses
+
+    t0 = time.monotonic()
+    data = dict(
+        seq_len=32, batch_size=8, val_fraction=0.25, eval_batches=2, cache_dir=str(tmp_path / "cache")
+    )
+    data["corpus"] = _corpus(tmp_path)
+    # Prepare the TFDS corpus and token cache once here, so the processes only read it.
+    build_data(
+        data["corpus"], "byte", seq_len=32, batch_size=4, val_fraction=0.25, cache_dir=data["cache_dir"]
+    )
+    workdir = tmp_path / "run"
+    cfg = {
+        "model": {**TINY, "max_seq_len": 32},
+        "data": data,
+        "optim": {"lr": 3e-3, "warmup_steps": 4},
+        "parallel": {"data": -1, "fsdp": 2, "tensor": 1},
+        "train": {
+            "steps": 6,
+            "workdir": str(workdir),
+            "log_every": 1,
+            "eval_every": 3,
+            "ckpt_every": 2,
+            "keep_checkpoints": 5,
+            "sample_tokens": 8,
+            "progress": False,
+        },
+    }
+    out = tmp_path / "logs"
+    out.mkdir()
+
+    # Phase A: the uninterrupted 2-process run.
+    a0, a1 = _run_all(*_launch("A", cfg, out, 2, 2), TRAIN_TIMEOUT_S)
+    assert (
+        a0["step"] == a1["step"] == 6 and a0["eval_loss"] == a1["eval_loss"] and a0["sample"] == a1["sample"]
+    )
+    assert sorted(d.name for d in (workdir / "checkpoints").iterdir() if d.name.isdigit()) == ["2", "4", "6"]
+    ref_dir, one_proc_dir = tmp_path / "ref", tmp_path / "one_proc"
+    shutil.copytree(workdir, ref_dir)
+    shutil.copytree(workdir, one_proc_dir)
+    ref_losses, ref_result = _train_losses(str(ref_dir)), json.loads((ref_dir / "result.json").read_text())
+    assert sorted(ref_losses) == list(range(1, 7))
+    t_a = time.monotonic() - t0
+
+    # Phase B: the same job in the same workdir, after losing the checkpoints of steps 4 and 6.
+    _prune_checkpoints(workdir, 2)
+    (workdir / "logs" / "metrics.jsonl").unlink()
+    (workdir / "result.json").unlink()
+    b0, b1 = _run_all(*_launch("B", cfg, out, 2, 2), TRAIN_TIMEOUT_S)
+    stdout0 = (out / "B_p0.out").read_text()
+    assert re.search(r"resumed from \S+ at step 2\b", stdout0), stdout0[-2000:]
+    assert "config differs" not in stdout0, stdout0[-2000:]
+    losses = _train_losses(str(workdir))
+    assert sorted(losses) == [3, 4, 5, 6], losses  # only the resumed steps were re-run
+    np.testing.assert_allclose(
+        [losses[s] for s in range(3, 7)],
+        [ref_losses[s] for s in range(3, 7)],
+        rtol=1e-6,
+        err_msg="train losses 3..6",
+    )
+    result = json.loads((workdir / "result.json").read_text())
+    assert result["step"] == b0["step"] == b1["step"] == 6
+    np.testing.assert_allclose(result["eval_loss"], ref_result["eval_loss"], rtol=1e-6)
+    assert result["sample"] == ref_result["sample"] and result["sample"].startswith("def ")
+    t_b = time.monotonic() - t0 - t_a
+
+    # A different process count can't map the per-process data positions: a one-line error.
+    _prune_checkpoints(one_proc_dir, 2)
+    one = {**cfg, "train": {**cfg["train"], "workdir": str(one_proc_dir)}}
+    procs, logs = _launch("one_proc", one, out, 1, 4)
+    ((proc, stdout),) = procs
+    try:
+        proc.wait(timeout=TRAIN_TIMEOUT_S)
+    finally:
+        _kill(proc)
+    err = logs[0].read_text()
+    assert proc.returncode == 2, (
+        f"exit {proc.returncode}\nstdout:\n{stdout.read_text()[-2000:]}\nstderr:\n{err[-3000:]}"
+    )
+    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and "written by 2 processes, this run has 1" in lines[0], err[-3000:]
+    print(
+        f"\nphase A {t_a:.1f}s, phase B {t_b:.1f}s, 1-process resume {time.monotonic() - t0 - t_a - t_b:.1f}s"
+    )
