@@ -1,4 +1,4 @@
-"""Quickstart: a 0.8M-parameter byte-level decoder on this Python's standard library, ~2.5 min on 2 CPU cores.
+"""Quickstart: a 0.8M-parameter byte-level decoder on this Python's standard library, ~3 min on 2 CPU cores.
 
 python -m rocket.train --config experiments/configs/quickstart.py [--config.train.steps=600 ...]
 """
