@@ -15,9 +15,9 @@ import statistics
 import time
 
 import jax
-import numpy as np
 
 from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
+from rocket.data import random_batch
 from rocket.models import flops_per_token, param_count
 from rocket.train.loop import Trainer
 from rocket.train.metrics import matmul_dtype, mfu, peak_flops
@@ -31,19 +31,6 @@ SIZES = {
     "gpt2s": (768, 12, 12, 4, 1024, 16),  # accelerator-sized
     "1b": (2048, 16, 16, 8, 2048, 8),
 }
-
-
-def synthetic_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    toks = rng.integers(2, vocab, size=(batch, seq + 1)).astype(np.int32)
-    return {
-        "inputs": toks[:, :-1],
-        "targets": toks[:, 1:],
-        "positions": np.tile(np.arange(seq, dtype=np.int32), (batch, 1)),
-        "segment_ids": np.ones((batch, seq), np.int32),
-        "weights": np.ones((batch, seq), np.float32),
-        "num_bytes": np.ones((batch, seq), np.int32),
-    }
 
 
 def bench(name: str, steps: int, dtype: str, scan: bool, remat: str, vocab: int) -> dict:
@@ -66,7 +53,7 @@ def bench(name: str, steps: int, dtype: str, scan: bool, remat: str, vocab: int)
     )
     trainer = Trainer.build(cfg)
     state = trainer.init(0)
-    batch_np = synthetic_batch(batch, seq, vocab)
+    batch_np = random_batch(batch, seq, vocab)
     t0 = time.perf_counter()
     state, m = trainer.step(state, batch_np)
     jax.block_until_ready(m)

@@ -1,7 +1,15 @@
 """Data: tokenizers, TFDS text corpora, token caches, packing and grain input pipelines."""
 
 from rocket.data.corpus import Corpus, LocalText, TextSource, prepare_corpus
-from rocket.data.packing import BATCH_KEYS, ChunkIndex, DataError, RoundPacker, pack_chunks, pack_documents
+from rocket.data.packing import (
+    BATCH_KEYS,
+    ChunkIndex,
+    DataError,
+    RoundPacker,
+    pack_chunks,
+    pack_documents,
+    random_batch,
+)
 from rocket.data.pipeline import (
     ChunkSource,
     Data,
@@ -44,5 +52,6 @@ __all__ = [
     "pack_chunks",
     "pack_documents",
     "prepare_corpus",
+    "random_batch",
     "tokenize_split",
 ]

@@ -195,3 +195,21 @@ def pack_documents(
     index = ChunkIndex.build(doc_starts, seq_len)
     chunks = (tokens[s : s + n] for s, n in zip(index.start.tolist(), index.length.tolist()))
     return pack_chunks(chunks, seq_len=seq_len, batch_size=batch_size, token_num_bytes=token_num_bytes)
+
+
+def random_batch(batch_size: int, seq_len: int, vocab_size: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch in the pipeline's format of uniform random ids in [2, vocab_size) (no pad/BOS), one
+    unpacked sequence per row, every target weighted and counted as one byte. For benchmarks and
+    tests that need the trainer's input without a corpus."""
+    toks = (
+        np.random.default_rng(seed).integers(2, vocab_size, size=(batch_size, seq_len + 1)).astype(np.int32)
+    )
+    ones = np.ones((batch_size, seq_len), np.int32)
+    return {
+        "inputs": toks[:, :-1],
+        "targets": toks[:, 1:],
+        "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch_size, 1)),
+        "segment_ids": ones,
+        "weights": ones.astype(np.float32),
+        "num_bytes": ones,
+    }
