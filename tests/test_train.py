@@ -65,7 +65,10 @@ def test_schedules_warm_up_then_reach_their_floor(schedule):
 
 
 def _corpus(tmp_path) -> str:
+    """A small deterministic corpus folder under tmp_path (written once, reused by later calls)."""
     folder = tmp_path / "corpus"
+    if folder.exists():
+        return str(folder)
     folder.mkdir()
     rng = np.random.default_rng(0)
     words = ["def", "return", "self", "import", "class", "for", "in", "if", "x", "y", "(", ")", ":", "\n    "]
@@ -78,7 +81,7 @@ def _config(tmp_path, workdir: str, steps: int = 24) -> ExperimentConfig:
     return ExperimentConfig(
         model=ModelConfig(**{**TINY, "max_seq_len": 32}),
         data=DataConfig(
-            corpus=_corpus(tmp_path) if not (tmp_path / "corpus").exists() else str(tmp_path / "corpus"),
+            corpus=_corpus(tmp_path),
             seq_len=32,
             batch_size=4,
             val_fraction=0.25,
