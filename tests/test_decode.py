@@ -10,6 +10,7 @@ from rocket.decode import (
     SamplerConfig,
     check_capacity,
     commit_block,
+    commit_path,
     generate,
     init_cache,
     rollback,
@@ -63,6 +64,23 @@ def test_commit_and_rollback_by_logical_position():
     np.testing.assert_array_equal(visible[:, 0, :3], [[True, False, False], [True, True, False]])
     with pytest.raises(ValueError, match="slots"):
         check_capacity(cache, 9)
+
+
+def test_commit_skips_invalid_tokens_per_layer_and_commits_tree_paths():
+    cache = init_cache(n_layers=2, batch=1, max_len=8, n_kv_heads=1, head_dim=1)
+    k = jnp.arange(4, dtype=jnp.float32).reshape(1, 1, 4, 1, 1) * jnp.ones((2, 1, 4, 1, 1))
+    valid = jnp.array([[[True, True, True, True]], [[False, True, False, True]]])  # layer 1 skips 0, 2
+    block = KVBlock(k=k, v=k, positions=jnp.array([[0, 1, 2, 3]]), valid=valid)
+    cache = commit_block(cache, block, 3)  # token 3 is not accepted
+    np.testing.assert_array_equal(cache.length, [[3], [1]])
+    np.testing.assert_array_equal(cache.slot_pos[1, 0, :2], [1, -1])
+    np.testing.assert_array_equal(cache.k[0, 0, :3, 0, 0], [0, 1, 2])
+    # A tree block: root 0 (pos 3), children 1 and 2 (pos 4), grandchild 3 of node 2 (pos 5).
+    tree = KVBlock(k=k + 10, v=k + 10, positions=jnp.array([[3, 4, 4, 5]]))
+    cache = commit_path(cache, tree, jnp.array([[0, 2, 3]]), 2)  # accept root and node 2 only
+    np.testing.assert_array_equal(cache.length, [[5], [3]])
+    np.testing.assert_array_equal(cache.slot_pos[0, 0, :6], [0, 1, 2, 3, 4, -1])
+    np.testing.assert_array_equal(cache.k[0, 0, 3:5, 0, 0], [10, 12])
 
 
 def test_greedy_generation_continues_the_argmax_of_the_full_forward():

@@ -1,6 +1,15 @@
 """Decoding: the shared KV cache, samplers, and generation loops."""
 
-from rocket.decode.cache import Cache, KVBlock, LayerCache, check_capacity, commit_block, init_cache, rollback
+from rocket.decode.cache import (
+    Cache,
+    KVBlock,
+    LayerCache,
+    check_capacity,
+    commit_block,
+    commit_path,
+    init_cache,
+    rollback,
+)
 from rocket.decode.generate import generate, new_cache, prefill
 from rocket.decode.sampling import SamplerConfig, sample, warp
 
@@ -10,6 +19,7 @@ __all__ = [
     "LayerCache",
     "check_capacity",
     "commit_block",
+    "commit_path",
     "init_cache",
     "rollback",
     "generate",

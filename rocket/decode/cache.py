@@ -12,8 +12,12 @@ are always built from `slot_pos`, never from slot indices.
 
 Invariant: the cache holds only committed, linear history. A model step *reads* the cache and
 returns the in-flight block's K/V (`KVBlock`); the caller decides what to keep with
-`commit_block`. Rollback (`rollback`) keeps the slots whose logical position is below a cut, O(1)
-in data movement: later slots become invisible and are overwritten by the next commit.
+`commit_block` (a prefix of the block) or `commit_path` (a root-to-leaf path of a token tree).
+Rollback (`rollback`) keeps the slots whose logical position is below a cut, O(1) in data
+movement: later slots become invisible and are overwritten by the next commit.
+
+A layer that skipped some of the block's tokens (MoD, MoR) marks them in `KVBlock.valid`; commits
+write only valid tokens, packed in order, so each layer's `length` counts what it really holds.
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ class KVBlock:
     k: jax.Array  # [L, B, T, H_kv, D_h]
     v: jax.Array  # [L, B, T, H_kv, D_h]
     positions: jax.Array  # [B, T] int32 logical positions of the block's tokens
+    valid: jax.Array | None = None  # [L, B, T] bool: the layer processed the token; None = all
+
+    def take(self, idx_bp: jax.Array) -> KVBlock:
+        """The block restricted to the tokens idx[B, P] (e.g. an accepted path of a token tree)."""
+        along_t = lambda x_lbt: jnp.take_along_axis(
+            x_lbt, idx_bp.reshape((1,) + idx_bp.shape + (1,) * (x_lbt.ndim - 3)), axis=2
+        )
+        return KVBlock(
+            k=along_t(self.k),
+            v=along_t(self.v),
+            positions=jnp.take_along_axis(self.positions, idx_bp, axis=1),
+            valid=None if self.valid is None else along_t(self.valid),
+        )
 
 
 @flax.struct.dataclass
@@ -85,34 +102,41 @@ def init_cache(
     )
 
 
-def _write_rows(buf_bs: jax.Array, block_bt: jax.Array, start_b: jax.Array) -> jax.Array:
-    """Per-row dynamic_update_slice of block[b] into buf[b] at slot start[b] (axis 1)."""
-
-    def one(buf, block, start):
-        idx = (start,) + (0,) * (buf.ndim - 1)
-        return jax.lax.dynamic_update_slice(buf, block.astype(buf.dtype), idx)
-
-    return jax.vmap(one)(buf_bs, block_bt, start_b)
-
-
 def commit_block(cache: Cache, block: KVBlock, n: jax.Array | int) -> Cache:
     """Keeps the first n[b] tokens of the in-flight block in row b of every layer.
 
-    All T entries are written at slots [length, length + T) and `length` advances by n; entries past
-    n stay invisible (slot >= length) and are overwritten by the next commit. The caller must ensure
-    length + T <= S_max (`check_capacity`): `dynamic_update_slice` would otherwise clamp the start and
-    overwrite committed history.
+    In layer l, the kept tokens t < n[b] with valid[l, b, t] are written, packed in block order, at
+    slots [length[l, b], length[l, b] + kept) and `length` advances by their number. Nothing else is
+    written. The caller must ensure length + T <= S_max (`check_capacity`); writes past S_max are
+    dropped rather than wrapped, so an overfull cache never overwrites committed history.
     """
-    n_b = jnp.broadcast_to(jnp.asarray(n, jnp.int32), cache.length.shape[1:])
-    write = jax.vmap(_write_rows)  # over layers
-    start_lb = cache.length
-    pos_lbt = jnp.broadcast_to(block.positions[None], (cache.k.shape[0],) + block.positions.shape)
+    n_layers, b, t = block.k.shape[:3]
+    n_b = jnp.broadcast_to(jnp.asarray(n, jnp.int32), (b,))
+    keep_lbt = jnp.broadcast_to(jnp.arange(t)[None, None, :] < n_b[None, :, None], (n_layers, b, t))
+    if block.valid is not None:
+        keep_lbt = keep_lbt & block.valid
+    # Destination slot of each kept token; dropped tokens go out of bounds (mode="drop").
+    dest_lbt = cache.length[:, :, None] + jnp.cumsum(keep_lbt, axis=-1, dtype=jnp.int32) - 1
+    dest_lbt = jnp.where(keep_lbt, dest_lbt, cache.max_len)
+    li = jnp.arange(n_layers)[:, None, None]
+    bi = jnp.arange(b)[None, :, None]
+    pos_lbt = jnp.broadcast_to(block.positions[None].astype(jnp.int32), (n_layers, b, t))
+    put = lambda buf, x: buf.at[li, bi, dest_lbt].set(x.astype(buf.dtype), mode="drop")
     return Cache(
-        k=write(cache.k, block.k, start_lb),
-        v=write(cache.v, block.v, start_lb),
-        slot_pos=write(cache.slot_pos, pos_lbt.astype(jnp.int32), start_lb),
-        length=cache.length + n_b[None, :],
+        k=put(cache.k, block.k),
+        v=put(cache.v, block.v),
+        slot_pos=put(cache.slot_pos, pos_lbt),
+        length=cache.length + jnp.sum(keep_lbt, axis=-1, dtype=jnp.int32),
     )
+
+
+def commit_path(cache: Cache, block: KVBlock, path_bp: jax.Array, n: jax.Array | int) -> Cache:
+    """Commits the first n[b] tokens of the path path[b, :] (block indices, root first) of a tree.
+
+    The tree's tokens carry logical positions prefix_len + depth, so a root-to-leaf path is linear
+    history once committed: `commit_path` is `commit_block` on the block restricted to the path.
+    """
+    return commit_block(cache, block.take(path_bp), n)
 
 
 def rollback(cache: Cache, position: jax.Array | int) -> Cache:
