@@ -8,6 +8,13 @@ segment_ids (0 = padding), weights (1.0 on real targets), num_bytes (UTF-8 bytes
 The loss is the weighted mean next-token cross-entropy (nats per target token); bits per byte is
 sum(nats) / ln 2 / sum(bytes), exact for any tokenizer. Both functions are pure and jit-able: the
 trainer wraps them in `jax.jit` with shardings; a researcher can call them directly.
+
+Models may add regularisers (router losses, z-losses) as `aux["aux_losses"]`: a dict of scalars,
+already multiplied by their config coefficients. The objective is
+  sum(nats * weights) / sum(weights) + sum(aux_losses),
+and each aux loss is logged as `aux/<name>`. Randomness a model needs per call (per-sequence
+embeddings, stochastic routing) comes from the flax rng stream `MODEL_RNG_STREAM`, fed from the
+step's key; without a key the model must be deterministic (fixed per-call draws).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import jax.numpy as jnp
 import optax
 
 Batch = dict[str, jax.Array]
+
+MODEL_RNG_STREAM = "sample"  # flax rng stream name for a model's per-call randomness
 
 
 @flax.struct.dataclass
@@ -51,7 +60,7 @@ def init_state(
 
 
 def per_token_loss(
-    model: nn.Module, params: Any, batch: Batch, *, routing: str = "topk"
+    model: nn.Module, params: Any, batch: Batch, *, routing: str = "topk", rng: jax.Array | None = None
 ) -> tuple[jax.Array, dict]:
     """Cross-entropy in nats per target token [B, T] (unweighted) and the model's aux."""
     logits_btv, aux = model.apply(
@@ -60,6 +69,7 @@ def per_token_loss(
         batch["positions"],
         segment_ids=batch["segment_ids"],
         routing=routing,
+        rngs=None if rng is None else {MODEL_RNG_STREAM: rng},
     )
     nats_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv, batch["targets"])
     return nats_bt, aux
@@ -97,29 +107,36 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, micro
     full-batch step (up to float summation order).
     """
 
-    def summed_nats(params: Any, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-        sums = token_sums(per_token_loss(model, params, batch)[0], batch)
-        return sums["nats"], sums
+    def summed_objective(params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """sum(nats * w) + tokens * sum(aux_losses): divided by the batch's total tokens later, this
+        is the mean loss plus the token-weighted mean of the microbatches' aux losses."""
+        nats_bt, aux = per_token_loss(model, params, batch, rng=rng)
+        sums = token_sums(nats_bt, batch)
+        aux_losses = aux.get("aux_losses", {})
+        for name, value in aux_losses.items():
+            sums[f"aux/{name}"] = value * sums["tokens"]
+        total_aux = sum(aux_losses.values(), jnp.zeros((), jnp.float32))
+        return sums["nats"] + total_aux * sums["tokens"], sums
 
-    grad_fn = jax.grad(summed_nats, has_aux=True)  # -> (d sum(nats) / d params, sums)
+    grad_fn = jax.grad(summed_objective, has_aux=True)  # -> (d objective / d params, sums)
 
-    def summed_grads(params: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]:
+    def summed_grads(params: Any, batch: Batch, rng: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
         if microbatches == 1:
-            return grad_fn(params, batch)
+            return grad_fn(params, batch, rng)
         micro = split_microbatches(batch, microbatches)
+        rngs = jax.random.split(rng, microbatches)
 
-        def body(acc, mb):
-            return jax.tree.map(jnp.add, acc, grad_fn(params, mb)), None
+        def body(acc, mb_rng):
+            return jax.tree.map(jnp.add, acc, grad_fn(params, *mb_rng)), None
 
         zeros = jax.tree.map(
             lambda x: jnp.zeros(x.shape, x.dtype),
-            jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro)),
+            jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rngs[0]),
         )
-        return jax.lax.scan(body, zeros, micro)[0]
+        return jax.lax.scan(body, zeros, (micro, rngs))[0]
 
     def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict]:
-        del rng  # the dense baseline is deterministic; stochastic transforms draw from it
-        grad_sums, sums = summed_grads(state.params, batch)
+        grad_sums, sums = summed_grads(state.params, batch, rng)
         n_tokens = jnp.maximum(sums["tokens"], 1.0)
         grads = jax.tree.map(lambda g: g / n_tokens, grad_sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -131,6 +148,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, micro
             "param_norm": optax.tree.norm(params),
             "update_norm": optax.tree.norm(updates),
             "tokens": sums["tokens"],
+            **{name: value / n_tokens for name, value in sums.items() if name.startswith("aux/")},
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
