@@ -119,6 +119,11 @@ class ModelConfig:
         return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
 
     @property
+    def cache_layers(self) -> int:
+        """Number of K/V layers in a decoding cache (one per attention application)."""
+        return self.n_layers
+
+    @property
     def resolved_d_ff(self) -> int:
         if self.d_ff is not None:
             return self.d_ff

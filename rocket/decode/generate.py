@@ -21,7 +21,7 @@ from rocket.decode.sampling import SamplerConfig, sample
 def new_cache(model: nn.Module, batch: int, max_len: int) -> Cache:
     cfg = model.cfg
     return init_cache(
-        cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
+        cfg.cache_layers, batch, max_len, cfg.n_kv_heads, cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
     )
 
 

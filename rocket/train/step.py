@@ -12,7 +12,8 @@ trainer wraps them in `jax.jit` with shardings; a researcher can call them direc
 Models may add regularisers (router losses, z-losses) as `aux["aux_losses"]`: a dict of scalars,
 already multiplied by their config coefficients. The objective is
   sum(nats * weights) / sum(weights) + sum(aux_losses),
-and each aux loss is logged as `aux/<name>`. Randomness a model needs per call (per-sequence
+and each aux loss is logged as `aux/<name>`; scalars in `aux["metrics"]` (router statistics) are
+logged as `model/<name>` (token-weighted means over microbatches). Randomness a model needs per call (per-sequence
 embeddings, stochastic routing) comes from the flax rng stream `MODEL_RNG_STREAM`, fed from the
 step's key; without a key the model must be deterministic (fixed per-call draws).
 """
@@ -115,6 +116,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, micro
         aux_losses = aux.get("aux_losses", {})
         for name, value in aux_losses.items():
             sums[f"aux/{name}"] = value * sums["tokens"]
+        for name, value in aux.get("metrics", {}).items():
+            sums[f"model/{name}"] = jax.lax.stop_gradient(value) * sums["tokens"]
         total_aux = sum(aux_losses.values(), jnp.zeros((), jnp.float32))
         return sums["nats"] + total_aux * sums["tokens"], sums
 
@@ -148,7 +151,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, micro
             "param_norm": optax.tree.norm(params),
             "update_norm": optax.tree.norm(updates),
             "tokens": sums["tokens"],
-            **{name: value / n_tokens for name, value in sums.items() if name.startswith("aux/")},
+            **{name: value / n_tokens for name, value in sums.items() if name.startswith(("aux/", "model/"))},
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
