@@ -36,8 +36,9 @@ def scale_by_spam(
 
     At step t (1-based), with k = t mod reset_interval the steps since the last reset:
       k == 0 (t >= reset_interval):  m <- 0, v <- 0                              (momentum reset)
-      k >= clip_skip:  g_i <- sign(g_i) sqrt(theta v_i)  where g_i**2 > theta v_i   (spike clipping,
-                       against the previous, not bias-corrected v)
+      a - 1 >= clip_skip:  g_i <- sign(g_i) sqrt(theta v_i)  where g_i**2 > theta v_i  (spike
+                       clipping against the previous, not bias-corrected v, once it holds
+                       clip_skip gradients; a = the moments' age, defined below)
       m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g**2
       u = s_k * m_hat / (sqrt(v_hat) + eps)
 
@@ -70,7 +71,8 @@ def scale_by_spam(
         reset = after_reset & (k == 0)
         mu = jax.tree.map(lambda m: jnp.where(reset, jnp.zeros_like(m), m), state.mu)
         nu = jax.tree.map(lambda v: jnp.where(reset, jnp.zeros_like(v), v), state.nu)
-        clip_on = k >= clip_skip
+        age = jnp.where(after_reset, k + 1, t)  # gradients in the moments after this step
+        clip_on = age - 1 >= clip_skip  # v has seen clip_skip gradients since init / the last reset
 
         def clip(g: jax.Array, v: jax.Array) -> jax.Array:
             bound = jnp.sqrt(theta * v).astype(g.dtype)
@@ -79,7 +81,6 @@ def scale_by_spam(
         grads = jax.tree.map(clip, grads, nu)
         mu = optax.tree_utils.tree_update_moment(grads, mu, b1, 1)
         nu = optax.tree_utils.tree_update_moment_per_elem_norm(grads, nu, b2, 2)
-        age = jnp.where(after_reset, k + 1, t)
         mu_hat = optax.tree_utils.tree_bias_correction(mu, b1, age)
         nu_hat = optax.tree_utils.tree_bias_correction(nu, b2, age)
         if warmup_steps > 0:
