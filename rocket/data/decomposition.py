@@ -13,9 +13,10 @@ Pouransari et al., NeurIPS 2024, arXiv 2405.13226 (apple/ml-dataset-decompositio
    `batch_size * 2**max_log2` target tokens per step (no padding), packed with
    `rocket.data.packing.RoundPacker` (segment id 1, positions from 0).
 3. Curriculum: an epoch is split into `cycles` cycles, each covering 1/cycles of every bucket's
-   (shuffled) chunks; within a cycle each step picks bucket i with odds
-   w_i * remaining sequences of i, w_i = 2**(max_log2 - i) ("grow_p2": short to long) or 1
-   ("uniform"). Partial batches at the end of a cycle are dropped.
+   (shuffled) chunks; within a cycle each step picks bucket i with odds w_i * (remaining tokens of
+   bucket i), as the official `get_dd_params.py` (mix weights = bucket tokens x curriculum), with
+   w_i = 2**(max_log2 - i) ("grow_p2": short to long) or 1 ("uniform": a random order of all
+   batches, no trend). Partial batches at the end of a cycle are dropped.
 
 The schedule of an epoch is a pure function of (seed, epoch), so the iterator state is just
 `{"meta", "epoch", "index"}` (JSON, exact resume). Every host computes the same schedule (shapes
@@ -85,7 +86,7 @@ def curriculum_schedule(
         left = np.array([(counts[k] * (c + 1) // cycles - f) // rows[k] for k, f in zip(ks, first)])
         used = np.zeros(len(ks), np.int64)
         while left.sum() > 0:
-            odds = weight * left * np.array([rows[k] for k in ks])  # w_k * remaining sequences
+            odds = weight * left  # w_k * remaining batches (= remaining tokens / tokens per step)
             j = int(rng.choice(len(ks), p=odds / odds.sum()))
             steps.append((ks[j], first[j] + int(used[j]) * rows[ks[j]]))
             used[j] += 1
