@@ -308,7 +308,7 @@ class LossConfig:
       meap_rate: MEAP (Zhuang et al., 2025, arXiv 2502.07490): fraction of input positions replaced
         by `meap_mask_id` (targets unchanged), in [0, 1); 0.15 pretraining, 0.1 SFT, 0 = off.
       meap_mask_id: the [MASK] id; -1 = model.vocab_size - 1. Must not be a tokenizer id.
-      token_select: "none" or "sstoken" (Qin et al., 2025, arXiv 2510.18250): keep the top
+      token_select: "none" or "sstoken" (arXiv 2510.18250): keep the top
         `token_keep` fraction of each sample's target tokens by
         gamma * minmax(loss_ema - loss) + (1 - gamma) * attention-to-prompt.
       token_keep: kept fraction rho in (0, 1].

@@ -28,9 +28,13 @@ def test_binary_decompose_follows_the_binary_expansion_and_drops_short_tails():
     out = binary_decompose(doc_starts, min_log2=1, max_log2=5, rng=np.random.default_rng(0))
     assert out[3].tolist() == [0, 14] and out[2].tolist() == [8] and out[1].tolist() == [23]
     # 13 = 8 + 4 + (1 dropped); 8 = 8; 2 = 2. Chunks overlap by one token: 8 then 4 starts at 0 + 8.
-    long = binary_decompose(np.array([0, 2000]), min_log2=2, max_log2=4, rng=np.random.default_rng(0))
-    assert sum(2**k * len(v) for k, v in long.items()) > 1999 - 4  # all but a short tail
-    assert set(long) == {2, 3, 4}
+    long = binary_decompose(np.array([0, 2001]), min_log2=2, max_log2=4, rng=np.random.default_rng(0))
+    chunks = sorted((int(s), k) for k, v in long.items() for s in v)
+    starts = np.array([s for s, _ in chunks])
+    ends = starts + 2 ** np.array([k for _, k in chunks])
+    np.testing.assert_array_equal(starts[1:], ends[:-1])  # back to back, sharing one token
+    assert starts[0] == 0 and 2000 - ends[-1] < 4  # everything but a tail shorter than 2**min_log2
+    assert {k for _, k in chunks} == {2, 3, 4}  # long remainders draw random sizes in [min, max]
 
 
 def test_every_step_has_the_promised_tokens_and_rows_never_cross_documents():

@@ -54,16 +54,23 @@ def binary_decompose(
         raise DataError(f"need 0 <= min_log2 <= max_log2, got {min_log2}, {max_log2}")
     ks = np.arange(min_log2, max_log2 + 1)
     p_k = 2.0**ks / np.sum(2.0**ks)
-    out: dict[int, list[int]] = {int(k): [] for k in ks}
+    too_long = 2 ** (max_log2 + 1)  # floor(log2(remaining)) > max_log2: draw k at random
+    out: dict[int, list[np.ndarray]] = {int(k): [] for k in ks}
     for start, end in zip(np.asarray(doc_starts[:-1]).tolist(), np.asarray(doc_starts[1:]).tolist()):
-        offset = start
-        while end - offset - 1 >= 2**min_log2:
-            k = int(np.floor(np.log2(end - offset - 1)))
-            if k > max_log2:
-                k = int(rng.choice(ks, p=p_k))
-            out[k].append(offset)
-            offset += 2**k
-    return {k: np.asarray(v, np.int64) for k, v in out.items()}
+        offset, left = start, end - start - 1  # left = targets not yet in a chunk
+        if left >= too_long:  # random chunks while the remainder is too long, drawn in one go
+            draws = rng.choice(ks, size=(left - too_long) // 2**min_log2 + 1, p=p_k)
+            ends = np.cumsum(2**draws)
+            n = int(np.sum(left - (ends - 2**draws) >= too_long))  # remainder before chunk i is long
+            for k in ks:
+                out[int(k)].append(offset + (ends - 2**draws)[:n][draws[:n] == k])
+            offset, left = offset + int(ends[n - 1]), left - int(ends[n - 1])
+        for k in range(max_log2, min_log2 - 1, -1):  # then the binary expansion of the rest
+            if left >> k & 1:
+                out[k].append(np.array([offset], np.int64))
+                offset += 2**k
+        # the tail, left mod 2**min_log2 targets, is dropped
+    return {k: np.concatenate(v).astype(np.int64) if v else np.zeros(0, np.int64) for k, v in out.items()}
 
 
 def curriculum_schedule(

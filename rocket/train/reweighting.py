@@ -2,7 +2,7 @@
 
 * `sample_weights`: dynamic loss-based sample reweighting (Sow et al., ICLR 2025, arXiv 2502.06733;
   sowmaster/Sample-Level-Loss-Reweighting-ICLR-2025 `src/trainer.py`).
-* `sstoken_keep`: ssToken token selection (Qin et al., 2025, arXiv 2510.18250; jianke0604/ssToken
+* `sstoken_keep`: ssToken token selection (arXiv 2510.18250, ICLR 2026; jianke0604/ssToken
   `scripts/finetune.py`).
 
 Weights are normalised to mean 1 over the valid units (samples, or a sample's response tokens), so
