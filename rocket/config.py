@@ -6,7 +6,7 @@ frozen dataclasses here. Every dataclass validates itself on construction and na
 field in its error, so a typo or an inconsistent value fails before anything is compiled.
 
 Sections: `model` (`ModelConfig`), `data` (`DataConfig`), `optim` (`OptimConfig`), `parallel`
-(`ParallelConfig`), `train` (`TrainConfig`), gathered in `ExperimentConfig`.
+(`ParallelConfig`), `train` (`TrainConfig`), `loss` (`LossConfig`), gathered in `ExperimentConfig`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def _check(cond: bool, field: str, msg: str) -> None:
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16")
+DD_CURRICULA = ("grow_p2", "uniform")
+OPTIMIZERS = ("adamw", "adafactor", "lion", "sgd", "spam", "adamp")
+SCHEDULES = ("cosine", "constant", "linear", "wsd", "power")
+REWEIGHT_STRATEGIES = ("none", "uniform", "linupper", "quadratic", "extremes", "upper")
+TOKEN_SELECTIONS = ("none", "sstoken")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +150,14 @@ class DataConfig:
       eval_batches: number of validation batches per evaluation.
       cache_dir: where prepared corpora and tokenizers are cached ("" = ~/.cache/rocket or
         $ROCKET_CACHE_DIR).
+      decomposition: train on Dataset Decomposition buckets (Pouransari et al., 2024,
+        arXiv 2405.13226; `rocket.data.decomposition`): documents cut into power-of-two chunks,
+        one bucket per step with `batch_size * seq_len` tokens (seq_len must be a power of two,
+        the longest bucket). Evaluation keeps the packed `seq_len` batches.
+      dd_min_log2: the shortest bucket is 2**dd_min_log2 tokens; shorter document tails are dropped.
+      dd_curriculum: "grow_p2" (bucket odds x 2**(max - i): short to long) or "uniform" (odds
+        proportional to the bucket's remaining sequences only).
+      dd_cycles: curriculum cycles per epoch (each cycle replays short-to-long on 1/cycles of the data).
     """
 
     corpus: str = "stdlib"
@@ -155,6 +168,11 @@ class DataConfig:
     val_fraction: float = 0.05
     eval_batches: int = 8
     cache_dir: str = ""
+    # Dataset decomposition (rocket.data.decomposition).
+    decomposition: bool = False
+    dd_min_log2: int = 5
+    dd_curriculum: str = "grow_p2"
+    dd_cycles: int = 1
 
     def __post_init__(self):
         _check(
@@ -171,6 +189,23 @@ class DataConfig:
             "spm_vocab_size",
             f"must be >= 268 (4 specials + 256 byte pieces + merges), got {self.spm_vocab_size}",
         )
+        if self.decomposition:
+            _check(
+                self.seq_len & (self.seq_len - 1) == 0,
+                "seq_len",
+                f"dataset decomposition needs a power-of-two seq_len, got {self.seq_len}",
+            )
+            _check(
+                1 <= self.dd_min_log2 and 2**self.dd_min_log2 <= self.seq_len,
+                "dd_min_log2",
+                f"must be >= 1 with 2**dd_min_log2 <= seq_len={self.seq_len}, got {self.dd_min_log2}",
+            )
+        _check(
+            self.dd_curriculum in DD_CURRICULA,
+            "dd_curriculum",
+            f"must be one of {DD_CURRICULA}, got {self.dd_curriculum!r}",
+        )
+        _check(self.dd_cycles >= 1, "dd_cycles", f"must be >= 1, got {self.dd_cycles}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,16 +213,27 @@ class OptimConfig:
     """optax optimizer and learning-rate schedule.
 
     Attributes:
-      name: "adamw" (optax.adamw) or "adafactor", "lion", "sgd".
+      name: "adamw" (optax.adamw) or "adafactor", "lion", "sgd", "spam" (spike-aware Adam with
+        momentum reset), "adamp" (Adam with the radial component projected out); see
+        `rocket.train.optimizers`.
       lr: peak learning rate.
       schedule: "cosine" (linear warmup + cosine decay), "constant" (warmup then constant),
-        "linear" (warmup + linear decay), "wsd" (warmup-stable-decay, decay over `decay_fraction`).
+        "linear" (warmup + linear decay), "wsd" (warmup-stable-decay: linear decay over the last
+        `decay_fraction` of the post-warmup steps), "power" (Power scheduler: min(lr, a * n**b) in
+        tokens seen n, exponential decay to `min_lr_ratio` over the last `decay_fraction`).
       warmup_steps: linear warmup length in steps.
       min_lr_ratio: final learning rate as a fraction of `lr`, in [0, 1].
       decay_fraction: for "wsd", the fraction of the run spent decaying, in (0, 1].
       b1, b2, eps: Adam moments.
       weight_decay: decoupled weight decay, applied to matrices only (not to norm scales).
       grad_clip: global-norm clipping threshold (0 disables).
+      spam_theta: SPAM spike threshold: g**2 > theta * v marks a spike.
+      spam_reset_interval: SPAM zeroes both moments every this many steps.
+      spam_clip_skip: steps after each reset without spike clipping (v is still near zero).
+      spam_warmup_steps: cosine learning-rate warmup (0.01 -> 1) after every reset (0 disables).
+      adamp_delta: AdamP's scale-invariance threshold (cosine < delta / sqrt(dim)).
+      adamp_wd_ratio: AdamP's weight-decay multiplier on parameters found scale-invariant.
+      power_a, power_b: Power scheduler law a * n**b (n = tokens seen; a absorbs the batch size).
     """
 
     name: str = "adamw"
@@ -201,14 +247,37 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    # SPAM, AdamP and the Power scheduler (rocket.train.optimizers).
+    spam_theta: float = 5000.0
+    spam_reset_interval: int = 500
+    spam_clip_skip: int = 20
+    spam_warmup_steps: int = 150
+    adamp_delta: float = 0.1
+    adamp_wd_ratio: float = 0.1
+    power_a: float = 4.6
+    power_b: float = -0.51
 
     def __post_init__(self):
-        _check(self.name in ("adamw", "adafactor", "lion", "sgd"), "name", f"unknown optimizer {self.name!r}")
+        _check(self.name in OPTIMIZERS, "name", f"unknown optimizer {self.name!r}; valid: {OPTIMIZERS}")
         _check(
-            self.schedule in ("cosine", "constant", "linear", "wsd"),
-            "schedule",
-            f"unknown schedule {self.schedule!r}",
+            self.schedule in SCHEDULES, "schedule", f"unknown schedule {self.schedule!r}; valid: {SCHEDULES}"
         )
+        _check(self.spam_theta > 0, "spam_theta", f"must be positive, got {self.spam_theta}")
+        _check(self.spam_reset_interval >= 1, "spam_reset_interval", "must be >= 1")
+        _check(
+            1 <= self.spam_clip_skip < self.spam_reset_interval,
+            "spam_clip_skip",
+            f"must be in [1, spam_reset_interval={self.spam_reset_interval}), got {self.spam_clip_skip}",
+        )
+        _check(
+            0 <= self.spam_warmup_steps <= self.spam_reset_interval,
+            "spam_warmup_steps",
+            f"must be in [0, spam_reset_interval={self.spam_reset_interval}], got {self.spam_warmup_steps}",
+        )
+        _check(self.adamp_delta > 0, "adamp_delta", f"must be positive, got {self.adamp_delta}")
+        _check(0.0 <= self.adamp_wd_ratio <= 1.0, "adamp_wd_ratio", "must be in [0, 1]")
+        _check(self.power_a > 0, "power_a", f"must be positive, got {self.power_a}")
+        _check(self.power_b < 0, "power_b", f"must be negative (a decaying law), got {self.power_b}")
         _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
         _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
@@ -221,6 +290,106 @@ class OptimConfig:
         _check(0.0 <= self.b2 < 1.0, "b2", "must be in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         _check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss transforms composed into the train step (`rocket.train.transforms`).
+
+    Attributes:
+      reweight: loss-based sample reweighting (Sow et al., 2025, arXiv 2502.06733): "none", or the
+        strategy f of the normalised sample loss: "uniform", "linupper", "quadratic", "extremes",
+        "upper". Weights are softmax(f / temperature) over the batch's samples, times their count.
+      reweight_temperature: the KL-regulariser r (> 0); large r tends to uniform weights.
+      reweight_delta: delta, the half-width of the normalised loss range [-delta, delta].
+      reweight_warmup_steps: uniform weights before this step (the paper's burn-out period).
+      reweight_unit: what a "sample" is: "row" (a packed row, as in the paper's concat-and-chunk
+        data) or "segment" (each packed document chunk).
+      meap_rate: MEAP (Zhuang et al., 2025, arXiv 2502.07490): fraction of input positions replaced
+        by `meap_mask_id` (targets unchanged), in [0, 1); 0.15 pretraining, 0.1 SFT, 0 = off.
+      meap_mask_id: the [MASK] id; -1 = model.vocab_size - 1. Must not be a tokenizer id.
+      token_select: "none" or "sstoken" (arXiv 2510.18250): keep the top
+        `token_keep` fraction of each sample's target tokens by
+        gamma * minmax(loss_ema - loss) + (1 - gamma) * attention-to-prompt.
+      token_keep: kept fraction rho in (0, 1].
+      token_gamma: the mix gamma in [0, 1] (1 = excess loss only, needs no prompt mask).
+      token_ema_decay: decay alpha in [0, 1) of the EMA history model (kept in TrainState).
+      token_warmup_steps: gamma = 0 (attention only) before this step, as the official code.
+      aux_scales: extra scales for the model's aux losses, "name:scale,name:scale" (e.g.
+        "mod_balance:0.5"); each named loss must be produced by the model.
+    """
+
+    reweight: str = "none"
+    reweight_temperature: float = 1.0
+    reweight_delta: float = 1.0
+    reweight_warmup_steps: int = 0
+    reweight_unit: str = "row"
+    meap_rate: float = 0.0
+    meap_mask_id: int = -1
+    token_select: str = "none"
+    token_keep: float = 0.6
+    token_gamma: float = 0.5
+    token_ema_decay: float = 0.99
+    token_warmup_steps: int = 0
+    aux_scales: str = ""
+
+    def __post_init__(self):
+        _check(
+            self.reweight in REWEIGHT_STRATEGIES,
+            "reweight",
+            f"unknown strategy {self.reweight!r}; valid: {REWEIGHT_STRATEGIES}",
+        )
+        _check(
+            self.reweight_temperature > 0,
+            "reweight_temperature",
+            f"must be positive, got {self.reweight_temperature}",
+        )
+        _check(self.reweight_delta > 0, "reweight_delta", f"must be positive, got {self.reweight_delta}")
+        _check(self.reweight_warmup_steps >= 0, "reweight_warmup_steps", "must be >= 0")
+        _check(
+            self.reweight_unit in ("row", "segment"),
+            "reweight_unit",
+            f"must be 'row' or 'segment', got {self.reweight_unit!r}",
+        )
+        _check(0.0 <= self.meap_rate < 1.0, "meap_rate", f"must be in [0, 1), got {self.meap_rate}")
+        _check(self.meap_mask_id >= -1, "meap_mask_id", "must be a token id or -1")
+        _check(
+            self.token_select in TOKEN_SELECTIONS,
+            "token_select",
+            f"unknown strategy {self.token_select!r}; valid: {TOKEN_SELECTIONS}",
+        )
+        _check(0.0 < self.token_keep <= 1.0, "token_keep", f"must be in (0, 1], got {self.token_keep}")
+        _check(0.0 <= self.token_gamma <= 1.0, "token_gamma", f"must be in [0, 1], got {self.token_gamma}")
+        _check(
+            0.0 <= self.token_ema_decay < 1.0,
+            "token_ema_decay",
+            f"must be in [0, 1), got {self.token_ema_decay}",
+        )
+        _check(self.token_warmup_steps >= 0, "token_warmup_steps", "must be >= 0")
+        parse_aux_scales(self.aux_scales)
+
+    @property
+    def aux_scale_map(self) -> dict[str, float]:
+        return parse_aux_scales(self.aux_scales)
+
+
+def parse_aux_scales(spec: str) -> dict[str, float]:
+    """ "a:0.5,b:2" -> {"a": 0.5, "b": 2.0}; ConfigError naming `loss.aux_scales` on bad input."""
+    out: dict[str, float] = {}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = item.partition(":")
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = float("nan")
+        _check(
+            bool(sep and name.strip()) and scale == scale and scale >= 0,
+            "aux_scales",
+            f"expected 'name:scale' with scale >= 0, got {item!r}",
+        )
+        _check(name.strip() not in out, "aux_scales", f"{name.strip()!r} is given twice")
+        out[name.strip()] = scale
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +464,7 @@ class ExperimentConfig:
     optim: OptimConfig = OptimConfig()
     parallel: ParallelConfig = ParallelConfig()
     train: TrainConfig = TrainConfig()
+    loss: LossConfig = LossConfig()
 
     def __post_init__(self):
         _check(
@@ -306,6 +476,11 @@ class ExperimentConfig:
             self.data.batch_size % self.train.microbatches == 0,
             "train.microbatches",
             f"batch_size={self.data.batch_size} is not divisible into {self.train.microbatches} microbatches",
+        )
+        _check(
+            self.loss.meap_mask_id < self.model.vocab_size,
+            "loss.meap_mask_id",
+            f"{self.loss.meap_mask_id} is not below model.vocab_size={self.model.vocab_size}",
         )
 
 

@@ -24,6 +24,7 @@ import grain
 import numpy as np
 
 from rocket.data.corpus import Corpus, prepare_corpus
+from rocket.data.decomposition import DecompositionIterator, DecompositionSpec
 from rocket.data.packing import ChunkIndex, DataError, RoundPacker, pack_chunks
 from rocket.data.tokenizers import Tokenizer, get_tokenizer
 from rocket.data.tokens import TokenizedSplit, tokenize_split
@@ -252,7 +253,7 @@ class Data:
     """Everything the trainer needs from the data side."""
 
     tokenizer: Tokenizer
-    train: DataIterator
+    train: DataIterator | DecompositionIterator
     eval_batches: list[Batch]
     corpus: Corpus
     stats: dict[str, Any]  # {"train": {"docs", "bytes", "tokens"}, "validation": {...}, "eval": {...}}
@@ -271,6 +272,7 @@ def build_data(
     eval_batches: int | None = 16,
     shard_index: int = 0,
     shard_count: int = 1,
+    decomposition: DecompositionSpec | None = None,
 ) -> Data:
     """Prepares the corpus, tokenizer and token caches; returns train iterator + eval batches.
 
@@ -278,7 +280,8 @@ def build_data(
     ``rocket.data.tokens``); ``stats[split]["tokens"]`` counts their targets.
     ``batch_size`` is per process. The model's vocab size must be
     ``data.tokenizer.vocab_size`` (SentencePiece may yield fewer pieces than
-    ``spm_vocab_size`` on tiny corpora).
+    ``spm_vocab_size`` on tiny corpora). With ``decomposition`` the train stream is a
+    Dataset Decomposition iterator (``rocket.data.decomposition``; seq_len a power of two).
     """
     corpus = prepare_corpus(spec, val_fraction=val_fraction, cache_dir=cache_dir)
     tokenizer = get_tokenizer(tokenizer_name, corpus=corpus, vocab_size=spm_vocab_size, cache_dir=cache_dir)
@@ -286,15 +289,31 @@ def build_data(
         s: tokenize_split(corpus[s], tokenizer, key=f"{corpus.corpus_id}-{s}", cache_dir=cache_dir)
         for s in ("train", "validation")
     }
-    train = make_train_iterator(
-        splits["train"],
-        tokenizer,
-        seq_len=seq_len,
-        batch_size=batch_size,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-    )
+    if decomposition is None:
+        train = make_train_iterator(
+            splits["train"],
+            tokenizer,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
+    else:
+        if seq_len & (seq_len - 1):
+            raise DataError(f"dataset decomposition needs a power-of-two seq_len, got {seq_len}")
+        train = DecompositionIterator(
+            splits["train"],
+            tokenizer.token_num_bytes,
+            max_log2=seq_len.bit_length() - 1,
+            min_log2=decomposition.min_log2,
+            batch_size=batch_size,
+            seed=seed,
+            curriculum=decomposition.curriculum,
+            cycles=decomposition.cycles,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
     evals = make_eval_batches(
         splits["validation"],
         tokenizer,

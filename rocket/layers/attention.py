@@ -11,6 +11,10 @@ implementations (Pallas kernels) plug in behind the same signature and must matc
 The `Attention` module attends the in-flight block to itself (through `block_mask`, causal and
 segment-aware by default) and to the committed cache slots it may see (`LayerCache.visible`).
 It never mutates the cache: it returns the block's own K/V for the caller to commit.
+
+Opt-in inspection: when the "intermediates" collection is mutable (`model.apply(...,
+mutable=["intermediates"])`), every layer also sows `attn_probs` [B, H, T, S] float32, computed by
+`attention_probs` (the explicit softmax, whatever `impl` runs the forward).
 """
 
 from __future__ import annotations
@@ -44,6 +48,16 @@ def attention_fn(
     probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1)
     out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts.astype(v_bskd.dtype), v_bskd)
     return out_btkgd.reshape(b, t, h, d)
+
+
+def attention_probs(q_bthd: jax.Array, k_bskd: jax.Array, mask_bts: jax.Array) -> jax.Array:
+    """The softmax of `attention_fn` as probabilities [B, H, T, S] float32 (explicit, for inspection)."""
+    b, t, h, d = q_bthd.shape
+    kv_heads = k_bskd.shape[2]
+    q_btkgd = q_bthd.reshape(b, t, kv_heads, h // kv_heads, d)
+    scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd, preferred_element_type=jnp.float32)
+    scores_bkgts = jnp.where(mask_bts[:, None, None], scores_bkgts * d**-0.5, _NEG_INF)
+    return jax.nn.softmax(scores_bkgts, axis=-1).reshape(b, h, t, -1)
 
 
 def make_block_mask(
@@ -111,5 +125,7 @@ class Attention(nn.Module):
             values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
             mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
         out_bthd = attention_fn(q_bthd, keys, values, mask, impl=self.impl)
+        if self.is_mutable_collection("intermediates"):
+            self.sow("intermediates", "attn_probs", attention_probs(q_bthd, keys, mask))
         y_btd = jnp.einsum("bthk,hkd->btd", out_bthd, wo.astype(self.dtype))
         return y_btd, (k_bthd, v_bthd)

@@ -113,7 +113,7 @@ class Transformer(nn.Module):
         if cfg.scan_layers:
             stack = nn.scan(
                 block_cls,
-                variable_axes={"params": 0},
+                variable_axes={"params": 0, "intermediates": 0},
                 split_rngs={"params": True},
                 in_axes=(nn.broadcast, nn.broadcast, 0),
                 length=cfg.n_layers,

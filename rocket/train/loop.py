@@ -22,12 +22,14 @@ from tqdm.auto import tqdm
 from rocket import parallel
 from rocket.config import ConfigError, ExperimentConfig, to_dict
 from rocket.data import build_data
+from rocket.data.decomposition import DecompositionSpec
 from rocket.decode import SamplerConfig, generate
 from rocket.models import Transformer, flops_per_token, param_count
 from rocket.train.checkpoint import Checkpointer, CheckpointError
 from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, matmul_dtype, mfu, peak_flops
 from rocket.train.optim import make_optimizer
 from rocket.train.step import TrainState, init_state, make_eval_step, make_train_step
+from rocket.train.transforms import LossTransforms
 
 _log = logging.getLogger(__name__)
 
@@ -49,15 +51,17 @@ class Trainer:
     def build(cls, cfg: ExperimentConfig, mesh: jax.sharding.Mesh | None = None) -> Trainer:
         mesh = mesh or parallel.make_mesh(cfg.parallel)
         model = Transformer(cfg.model)
-        tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
-        boxed_init = lambda rng: init_state(model, tx, rng, cfg.data.seq_len)
+        tx, schedule = make_optimizer(cfg.optim, cfg.train.steps, cfg.data.batch_size * cfg.data.seq_len)
+        transforms = LossTransforms.from_config(cfg.loss, cfg.model)
+        ema = transforms.ema_decay is not None
+        boxed_init = lambda rng: init_state(model, tx, rng, cfg.data.seq_len, ema=ema)
         with nn.logical_axis_rules(parallel.DEFAULT_RULES):
             abstract = jax.eval_shape(boxed_init, jax.random.key(0))
             shardings = parallel.logical_to_shardings(abstract, mesh)
         batch_sh = parallel.batch_sharding(mesh)
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         init_fn = jax.jit(lambda rng: nn.meta.unbox(boxed_init(rng)), out_shardings=shardings)
-        step_fn = make_train_step(model, tx, microbatches=cfg.train.microbatches)
+        step_fn = make_train_step(model, tx, microbatches=cfg.train.microbatches, transforms=transforms)
 
         def seeded_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
             """The step's RNG is derived from the checkpointed base key and the step number."""
@@ -154,6 +158,12 @@ def _check_vocab(cfg: ExperimentConfig, vocab: int) -> None:
             f"config field 'model.vocab_size': {cfg.model.vocab_size} is smaller than the "
             f"{cfg.data.tokenizer!r} tokenizer's vocabulary of {vocab}; set --config.model.vocab_size={vocab}"
         )
+    mask_id = cfg.model.vocab_size - 1 if cfg.loss.meap_mask_id < 0 else cfg.loss.meap_mask_id
+    if cfg.loss.meap_rate > 0 and mask_id < vocab:
+        raise ConfigError(
+            f"config field 'loss.meap_mask_id': MEAP's [MASK] id {mask_id} is a tokenizer id (vocabulary "
+            f"{vocab}); grow model.vocab_size past {vocab} (the default mask id is vocab_size - 1)"
+        )
 
 
 class _Reporter:
@@ -223,6 +233,9 @@ def _build_data(cfg: ExperimentConfig) -> Any:
         eval_batches=dc.eval_batches,
         shard_index=jax.process_index(),
         shard_count=n_proc,
+        decomposition=DecompositionSpec(dc.dd_min_log2, dc.dd_curriculum, dc.dd_cycles)
+        if dc.decomposition
+        else None,
     )
     _check_vocab(cfg, data.tokenizer.vocab_size)
     return data
