@@ -68,11 +68,11 @@ class Rows(NamedTuple):
     dl: jax.Array | None = None  # LSSAR row term, backward only
 
 
-def _dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False) -> jax.Array:
+def dot_f32(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False) -> jax.Array:
     return jnp.dot(a.T if ta else a, b.T if tb else b, preferred_element_type=jnp.float32)
 
 
-def _softplus(s: jax.Array) -> jax.Array:
+def softplus(s: jax.Array) -> jax.Array:
     return jnp.maximum(s, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(s)))
 
 
@@ -92,10 +92,10 @@ def _visibility(spec: Spec, q0, k0, shape, qseg, kseg, mask_tile):
     return real, vis
 
 
-def _lssar_terms(spec: Spec, s, vis, rows: Rows):
+def lssar_terms(spec: Spec, s, vis, rows: Rows):
     """LSSAR per-element (A, R, W) of a tile, from the saved row statistics (L, R_den, Z)."""
     l_sum, r_den, _ = rows.stats
-    a = jnp.where(vis, _softplus(s), 0.0)
+    a = jnp.where(vis, softplus(s), 0.0)
     offset = jnp.where(rows.n <= 3, 0.0, 1.0)
     r = jnp.where(vis, jnp.maximum(rows.n * (a / (l_sum + L1_EPS)) - offset, 0.0), 0.0)
     rt = r / r_den
@@ -116,10 +116,10 @@ def _grad_tile(spec: Spec, s, real, vis, dp, rows: Rows):
         return p, jnp.where(vis, p * (dp - rows.delta), 0.0)
     den = rows.stats[0] + L1_EPS
     if not spec.power:
-        a = jnp.where(vis, _softplus(s), 0.0)
+        a = jnp.where(vis, softplus(s), 0.0)
         da = (dp - rows.delta) / den
         return a / den, jnp.where(vis, da * _sigmoid(s), 0.0)
-    a, r, w = _lssar_terms(spec, s, vis, rows)
+    a, r, w = lssar_terms(spec, s, vis, rows)
     du = _lssar_du(spec, r, w, dp, rows)
     da = du * rows.n / den + rows.dl
     return w / (rows.stats[2] + L1_EPS), jnp.where(vis, da * _sigmoid(s), 0.0)
@@ -152,7 +152,7 @@ def _fwd_kernel(spec: Spec, q_ref, k_ref, v_ref, scale_ref, n_ref, qseg_ref, kse
         k0 = pl.multiple_of(j * bk, bk)
         mask_tile = mask_ref[0, :, pl.ds(k0, bk)] if spec.has_mask else None
         real, vis = _visibility(spec, i * bq, k0, (bq, bk), qseg, kseg_ref[0, :, pl.ds(k0, bk)], mask_tile)
-        s = _dot(q, k_ref[0, 0, pl.ds(k0, bk), :], tb=True) * scale
+        s = dot_f32(q, k_ref[0, 0, pl.ds(k0, bk), :], tb=True) * scale
         return s, real, vis, v_ref[0, 0, pl.ds(k0, bk), :]
 
     zeros_row = jnp.zeros((bq, 1), jnp.float32)
@@ -168,7 +168,7 @@ def _fwd_kernel(spec: Spec, q_ref, k_ref, v_ref, scale_ref, n_ref, qseg_ref, kse
             return (
                 m_new,
                 l_prev * alpha + jnp.sum(p, axis=1, keepdims=True),
-                acc * alpha + _dot(p.astype(v.dtype), v),
+                acc * alpha + dot_f32(p.astype(v.dtype), v),
             )
 
         m, l_sum, acc = lax.fori_loop(
@@ -180,8 +180,8 @@ def _fwd_kernel(spec: Spec, q_ref, k_ref, v_ref, scale_ref, n_ref, qseg_ref, kse
         def sums(j, carry):  # pass 1 (LSSA: the only pass): L, max A, and (LSSA) sum A v
             l_prev, a_max, acc = carry
             s, _, vis, v = tile(j)
-            a = jnp.where(vis, _softplus(s), 0.0)
-            acc = acc if spec.power else acc + _dot(a.astype(v.dtype), v)
+            a = jnp.where(vis, softplus(s), 0.0)
+            acc = acc if spec.power else acc + dot_f32(a.astype(v.dtype), v)
             return (
                 l_prev + jnp.sum(a, axis=1, keepdims=True),
                 jnp.maximum(a_max, jnp.max(a, axis=1, keepdims=True)),
@@ -199,8 +199,8 @@ def _fwd_kernel(spec: Spec, q_ref, k_ref, v_ref, scale_ref, n_ref, qseg_ref, kse
             def reweight(j, carry):
                 z, acc = carry
                 s, _, vis, v = tile(j)
-                _, _, w = _lssar_terms(spec, s, vis, rows)
-                return z + jnp.sum(w, axis=1, keepdims=True), acc + _dot(w.astype(v.dtype), v)
+                _, _, w = lssar_terms(spec, s, vis, rows)
+                return z + jnp.sum(w, axis=1, keepdims=True), acc + dot_f32(w.astype(v.dtype), v)
 
             z, acc = lax.fori_loop(0, n_kv, reweight, (zeros_row, zeros_acc))
             out, stats = acc / (z + L1_EPS), (l_sum, r_den, z)
@@ -227,14 +227,14 @@ def _dq_kernel(
             spec, i * bq, k0, (bq, bk), qseg_ref[0], kseg_ref[0, :, pl.ds(k0, bk)], mask_tile
         )
         k, v = k_ref[0, 0, pl.ds(k0, bk), :], v_ref[0, 0, pl.ds(k0, bk), :]
-        return _dot(q, k, tb=True) * rows.scale, real, vis, k, _dot(do, v, tb=True)
+        return dot_f32(q, k, tb=True) * rows.scale, real, vis, k, dot_f32(do, v, tb=True)
 
     dl = jnp.zeros((bq, 1), jnp.float32)
     if spec.kind == "softplus" and spec.power:  # the row term dL needs a full pass first
 
         def row_term(j, dl):
             s, _, vis, _, dp = tile(j)
-            a, r, w = _lssar_terms(spec, s, vis, rows)
+            a, r, w = lssar_terms(spec, s, vis, rows)
             du = _lssar_du(spec, r, w, dp, rows)
             return dl - jnp.sum(du * rows.n * a, axis=1, keepdims=True)
 
@@ -244,7 +244,7 @@ def _dq_kernel(
     def body(j, dq):
         s, real, vis, k, dp = tile(j)
         _, ds = _grad_tile(spec, s, real, vis, dp, rows)
-        return dq + _dot(ds.astype(k.dtype), k)
+        return dq + dot_f32(ds.astype(k.dtype), k)
 
     dq = lax.fori_loop(0, n_kv, body, jnp.zeros(q.shape, jnp.float32))
     dq_ref[0, 0] = (dq * rows.scale).astype(dq_ref.dtype)
@@ -275,10 +275,10 @@ def _dkv_kernel(
         mask_tile = mask_ref[0, at, :] if spec.has_mask else None
         real, vis = _visibility(spec, q0, j * bk, (bq, bk), qseg_ref[0, at, :], kseg, mask_tile)
         q, do = q_ref[0, 0, at, :], do_ref[0, 0, at, :]
-        s = _dot(q, k, tb=True) * rows.scale
-        p, ds = _grad_tile(spec, s, real, vis, _dot(do, v, tb=True), rows)
-        dv = dv + _dot(p.astype(do.dtype), do, ta=True)
-        dk = dk + _dot((ds * rows.scale).astype(q.dtype), q, ta=True)
+        s = dot_f32(q, k, tb=True) * rows.scale
+        p, ds = _grad_tile(spec, s, real, vis, dot_f32(do, v, tb=True), rows)
+        dv = dv + dot_f32(p.astype(do.dtype), do, ta=True)
+        dk = dk + dot_f32((ds * rows.scale).astype(q.dtype), q, ta=True)
         return dk, dv
 
     zeros = jnp.zeros(k.shape, jnp.float32)
