@@ -12,7 +12,7 @@ log(D) log(max(N, 1)) for softplus, whose q and k arrive L2-normalised), `n` is 
 Keys at index >= `s_real` are padding and never contribute.
 
 Row statistics saved for the backward pass:
-  softmax: lse;  LSSA: L = sum A;  LSSAR: L, R_den = max(max_s R, 1e-30), Z = sum W.
+  softmax: (m, l) (max and sum of exp(s - m));  LSSA: L = sum A;  LSSAR: L, R_den = max(max_s R, 1e-30), Z = sum W.
 Backward (per element, with dP = dO v^T and Delta = rowsum(dO * O)):
   softmax: dS = P (dP - Delta)
   LSSA:    dA = (dP - Delta) / (L + eps);                   dS = dA sigmoid(S) M
@@ -55,7 +55,7 @@ class Spec:
 
     @property
     def n_stats(self) -> int:
-        return 3 if self.kind == "softplus" and self.power else 1
+        return 1 if self.kind == "softplus" and not self.power else (2 if self.kind == "softmax" else 3)
 
 
 class Rows(NamedTuple):
@@ -112,7 +112,8 @@ def _lssar_du(spec: Spec, r, w, dp, rows: Rows):
 def _grad_tile(spec: Spec, s, real, vis, dp, rows: Rows):
     """(P, dS) of a tile: normalised weights (for dv) and the gradient w.r.t. the scaled scores."""
     if spec.kind == "softmax":
-        p = jnp.exp(jnp.where(real, jnp.where(vis, s, MASKED_SCORE), PAD_SCORE) - rows.stats[0])
+        m, l_sum = rows.stats
+        p = jnp.exp(jnp.where(real, jnp.where(vis, s, MASKED_SCORE), PAD_SCORE) - m) / l_sum
         return p, jnp.where(vis, p * (dp - rows.delta), 0.0)
     den = rows.stats[0] + L1_EPS
     if not spec.power:
@@ -174,7 +175,7 @@ def _fwd_kernel(spec: Spec, q_ref, k_ref, v_ref, scale_ref, n_ref, qseg_ref, kse
         m, l_sum, acc = lax.fori_loop(
             0, n_kv, body, (jnp.full((bq, 1), -jnp.inf, jnp.float32), zeros_row, zeros_acc)
         )
-        out, stats = acc / l_sum, (m + jnp.log(l_sum),)
+        out, stats = acc / l_sum, (m, l_sum)  # not lse: m + log(l) rounds to m on a masked row
     else:
 
         def sums(j, carry):  # pass 1 (LSSA: the only pass): L, max A, and (LSSA) sum A v
