@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _pallas_helpers import assert_matches, rel_err, value_and_vjp
 
 from pallas_kernels.flash_attention import attention, attention_reference
+from tests._pallas_helpers import assert_matches, rel_err, value_and_vjp
 
 KINDS = [("softmax", None), ("softplus", None), ("softplus", 3.0)]
 BLOCKS = dict(block_q=16, block_k=16)  # several tiles even at test sizes
