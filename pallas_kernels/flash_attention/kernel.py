@@ -126,19 +126,23 @@ def _grad_tile(spec: Spec, s, real, vis, dp, rows: Rows):
     return w / (rows.stats[2] + L1_EPS), jnp.where(vis, da * _sigmoid(s), 0.0)
 
 
+# Integer division inside kernels and index maps is `lax.div` (truncating; operands are >= 0 or
+# clipped after): `//` lowers through `sign`, which Mosaic TPU cannot lower without a chip.
+
+
 def _kv_tiles(spec: Spec, i, n_kv_tiles: int):
     """Key tiles a query tile needs: all, or (causal) those up to its last query's diagonal."""
     if not spec.causal:
         return n_kv_tiles
     last = (i + 1) * spec.block_q - 1 + spec.offset
-    return jnp.clip(last // spec.block_k + 1, 1, n_kv_tiles)  # >= 1: no empty row sums
+    return jnp.clip(lax.div(last, spec.block_k) + 1, 1, n_kv_tiles)  # >= 1: no empty row sums
 
 
 def _q_tile_start(spec: Spec, j):
     """First query tile that can see key tile j (causal), else 0."""
     if not spec.causal:
         return 0
-    return jnp.maximum(j * spec.block_k - spec.offset, 0) // spec.block_q
+    return lax.div(jnp.maximum(j * spec.block_k - spec.offset, 0), spec.block_q)
 
 
 def _fwd_kernel(spec: Spec, q_ref, k_ref, v_ref, scale_ref, n_ref, qseg_ref, kseg_ref, *refs):
@@ -294,7 +298,7 @@ def _specs(spec: Spec, shapes: dict[str, tuple[int, ...]], q_major: bool) -> dic
     (_, _, t_pad, d), s_pad = shapes["q"], shapes["k"][2]
     tq, tk = (bq, s_pad) if q_major else (t_pad, bk)
     qi = (lambda b, h, i: (b, h, i, 0)) if q_major else (lambda b, h, i: (b, h, 0, 0))
-    ki = (lambda b, h, i: (b, h // g, 0, 0)) if q_major else (lambda b, h, i: (b, h // g, i, 0))
+    ki = (lambda b, h, i: (b, lax.div(h, g), 0, 0)) if q_major else (lambda b, h, i: (b, lax.div(h, g), i, 0))
     row = (lambda b, h, i: (b, i, 0)) if q_major else (lambda b, h, i: (b, 0, 0))
     head_row = (lambda b, h, i: (b, h, i, 0)) if q_major else (lambda b, h, i: (b, h, 0, 0))
     col = (lambda b, h, i: (b, 0, 0)) if q_major else (lambda b, h, i: (b, 0, i))

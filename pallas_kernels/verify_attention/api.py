@@ -81,17 +81,23 @@ def verify_attention(
     per_row = lambda x_bt: jnp.repeat(x_bt, g, axis=1)[:, None, :, None]  # [B, 1, R, 1], rows (t, g)
     kernel_row = lambda x_bt, dtype: pad_to(per_row(x_bt)[:, 0].astype(dtype), 1, rows_pad)  # [B, R_pad, 1]
     q_rows = q.reshape(b, t, kv_heads, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kv_heads, rows, d)
-    kv_pad = lambda x: pad_to(x.astype(q.dtype), 1, s_pad)
     backend = resolve_backend(backend)
+    heads_major = backend == "tpu"  # a transpose copy of the cache: store it heads-major on TPU instead
+    kv_pad = lambda x: pad_to(
+        x.astype(q.dtype).transpose(0, 2, 1, 3) if heads_major else x.astype(q.dtype),
+        2 if heads_major else 1,
+        s_pad,
+    )
     mode = "softmax" if kind == "softmax" else ("lssar_stats" if power else "lssa")
     spec = kernel.Spec(
-        mode,
-        float(power) if power else None,
-        slot_pos is not None,
-        kind == "softplus",
-        bk,
-        backend,
-        interpret,
+        mode=mode,
+        power=float(power) if power else None,
+        has_pos=slot_pos is not None,
+        normalize_k=kind == "softplus",
+        heads_major=heads_major,
+        block_k=bk,
+        backend=backend,
+        interpret=interpret,
     )
     args = (
         lengths.astype(jnp.int32)[:, None, None],

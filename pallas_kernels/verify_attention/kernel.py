@@ -6,7 +6,8 @@ queries of a kv head (T tokens x G grouped query heads = R rows), splits the cac
 program returns float32 partial statistics of its chunk; `api.verify_attention` merges the chunks
 with the in-block part (T x T, masked by the tree's ancestor mask) in plain jnp.
 
-Grid (B, H_kv, n_splits). The cache is read in its native [B, S, H_kv, D] layout (no transpose copy).
+Grid (B, H_kv, n_splits). The cache is read in its native [B, S, H_kv, D] layout (no transpose copy)
+on GPU; Mosaic TPU needs (S, D) as the tiled dims, so there the caller passes it heads-major.
 Modes and their partials (per row, over the chunk's visible slots):
   softmax      (m, l, acc):  m = max s, l = sum exp(s - m), acc = sum exp(s - m) v
   lssa         (L, acc):     L = sum A, acc = sum A v                 (A = softplus(s))
@@ -38,6 +39,7 @@ class Spec:
     power: float | None
     has_pos: bool  # slot positions given: slot s visible iff slot_pos < q_pos (as well as s < length)
     normalize_k: bool  # softplus: L2-normalise each key tile in the kernel (the cache stores raw keys)
+    heads_major: bool  # the cache arrives as [B, H_kv, S, D] (Mosaic TPU cannot tile [.., S, H_kv, D])
     block_k: int
     backend: str
     interpret: bool | None
@@ -49,7 +51,7 @@ def _split_kernel(spec: Spec, len_ref, q_ref, k_ref, v_ref, scale_ref, n_ref, qp
     bk, chunk = spec.block_k, k_ref.shape[0]
     start = pl.program_id(2) * chunk
     length = len_ref[0, 0]
-    n_tiles = jnp.clip((length - start + bk - 1) // bk, 0, chunk // bk)
+    n_tiles = jnp.clip(lax.div(length - start + bk - 1, bk), 0, chunk // bk)  # lax.div: see flash kernel
     q, scale, q_pos = q_ref[...], scale_ref[...], qpos_ref[...]  # [R, D], [R, 1], [R, 1]
     rows, d = q.shape
     zeros_row, zeros_acc = jnp.zeros((rows, 1), jnp.float32), jnp.zeros((rows, d), jnp.float32)
@@ -117,16 +119,19 @@ def split_partials(
 ):
     """Partials of every cache chunk.
 
-    q [B, H_kv, R, D]; k/v cache [B, S_pad, H_kv, D] (S_pad a multiple of n_splits * block_k);
+    q [B, H_kv, R, D]; k/v cache [B, S_pad, H_kv, D] or (heads_major) [B, H_kv, S_pad, D] (S_pad a multiple of n_splits * block_k);
     scale, n, q_pos [B, R, 1]; slot_pos [B, 1, S_pad]; lengths [B, 1, 1]; row_stats (lssar_apply):
     (L, R_den) each [B, H_kv, R, 1]. Returns a tuple of [B, H_kv, n_splits, R, D or 1] float32.
     """
     b, kv_heads, rows, d = q.shape
-    chunk = k_cache.shape[1] // n_splits
+    chunk = k_cache.shape[2 if spec.heads_major else 1] // n_splits
     sq = pl.squeezed
     row_spec = pl.BlockSpec((sq, rows, 1), lambda b, h, p: (b, 0, 0))
     head_row_spec = pl.BlockSpec((sq, sq, rows, 1), lambda b, h, p: (b, h, 0, 0))
-    kv_spec = pl.BlockSpec((sq, chunk, sq, d), lambda b, h, p: (b, p, h, 0))
+    if spec.heads_major:
+        kv_spec = pl.BlockSpec((sq, sq, chunk, d), lambda b, h, p: (b, h, p, 0))
+    else:
+        kv_spec = pl.BlockSpec((sq, chunk, sq, d), lambda b, h, p: (b, p, h, 0))
     in_specs = [
         pl.BlockSpec((sq, 1, 1), lambda b, h, p: (b, 0, 0)),
         pl.BlockSpec((sq, sq, rows, d), lambda b, h, p: (b, h, 0, 0)),
