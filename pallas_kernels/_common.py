@@ -85,3 +85,9 @@ def tile_size(n: int, block: int, minimum: int = 16) -> int:
     while size < n:
         size *= 2
     return size
+
+
+def feature_size(d: int, backend: str) -> int:
+    """The padded width of a feature (last) axis that kernels take whole: Triton needs a power of
+    two >= 16 (zero features change no dot product); Mosaic TPU takes any full-axis block."""
+    return d if backend == "tpu" else tile_size(d, 1 << 30)

@@ -40,7 +40,7 @@ def test_causal_packed_gqa_matches_reference_forward_and_gradients(kind, power):
 def test_dense_mask_with_fully_masked_rows_cross_lengths(kind, power):
     """A dense [B, T, S] mask with T != S (a block against cache + itself); fully masked rows give
     the reference's defined value (uniform average for softmax, 0 for softplus), never NaN."""
-    q, k, v = _qkv(jax.random.key(1), t=5, s=21, h=2, kv=1)
+    q, k, v = _qkv(jax.random.key(1), t=5, s=21, h=2, kv=1, d=24)  # D=24: features padded to 32
     mask = jax.random.bernoulli(jax.random.key(2), 0.6, (2, 5, 21))
     mask = mask.at[0, 3].set(False).at[1, 0].set(False)
     kw = dict(kind=kind, power=power, mask=mask)

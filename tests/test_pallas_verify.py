@@ -27,7 +27,7 @@ def _ancestor_mask(parents) -> np.ndarray:
     return anc
 
 
-def _verify_operands(key, b=2, h=4, kv=2, d=16, s=70):
+def _verify_operands(key, b=2, h=4, kv=2, d=24, s=70):
     t = len(PARENTS)
     ks = jax.random.split(key, 5)
     q = jax.random.normal(ks[0], (b, t, h, d))

@@ -4,7 +4,8 @@ Same call and result as `reference.attention_reference` (the contract), computed
 kernels in `kernel.py` with a `jax.custom_vjp` (a `pallas_call` cannot be linearised by JAX).
 Softplus inputs are L2-normalised and the per-row scale log(D) log(max(N, 1)) is computed here, in
 plain jnp (cheap, elementwise; autodiff covers it), so the kernels only see q^, k^ and a row scale.
-Masks: `causal` and `segment_ids` cost nothing in memory; a dense `mask` [B, T, S] is streamed as
+In bf16, q^ and k^ enter the kernel rounded to bf16 (the dots accumulate in f32; the row scale
+and every statistic are f32). Masks: `causal` and `segment_ids` cost nothing in memory; a dense `mask` [B, T, S] is streamed as
 int8 tiles (one byte per score: exact for any mask, e.g. a decoding cache or a token tree).
 """
 
@@ -16,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels._common import pad_to, resolve_backend, round_up, tile_size
+from pallas_kernels._common import feature_size, pad_to, resolve_backend, round_up, tile_size
 from pallas_kernels.flash_attention import kernel
 from pallas_kernels.flash_attention.reference import (
     KINDS,
@@ -108,7 +109,10 @@ def attention(
     segs = split_segment_ids(segment_ids, t, s)
     q_seg, kv_seg = segs if segs is not None else (jnp.zeros((b, t), jnp.int32), jnp.zeros((b, s), jnp.int32))
     rows = lambda x: pad_to(x.astype(jnp.float32), 1, t_pad)[:, :, None]  # [B, T_pad, 1]
-    heads_first = lambda x, size: pad_to(x.transpose(0, 2, 1, 3), 2, size)  # [B, H, N_pad, D]
+    d_pad = feature_size(d, spec.backend)  # zero features change no dot product
+    heads_first = lambda x, size: pad_to(
+        pad_to(x.transpose(0, 2, 1, 3), 2, size), 3, d_pad
+    )  # [B, H, N_pad, D_pad]
     out = _flash(
         spec,
         heads_first(q, t_pad),
@@ -120,4 +124,4 @@ def attention(
         pad_to(kv_seg.astype(jnp.int32), 1, s_pad)[:, None, :],
         None if mask is None else pad_to(pad_to(mask.astype(jnp.int8), 1, t_pad), 2, s_pad),
     )
-    return out[:, :, :t].transpose(0, 2, 1, 3)
+    return out[:, :, :t, :d].transpose(0, 2, 1, 3)

@@ -7,7 +7,7 @@ import functools
 
 import jax
 
-from pallas_kernels._common import pad_to, resolve_backend, round_up, tile_size
+from pallas_kernels._common import feature_size, pad_to, resolve_backend, round_up, tile_size
 from pallas_kernels.pattention import kernel
 from pallas_kernels.pattention.reference import NORMS
 
@@ -28,11 +28,6 @@ def _fused_bwd(spec, residuals, d_out):
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
-
-
-def feature_size(d: int, backend: str) -> int:
-    """Feature widths the backend can tile whole: a power of two >= 16 (Triton), 128k (TPU)."""
-    return round_up(d, 128) if backend == "tpu" else tile_size(d, 1 << 30)
 
 
 def pattention(
@@ -66,9 +61,7 @@ def pattention(
     m = x2.shape[0]
     bm, bn = tile_size(m, block_m), tile_size(n, block_n)
     d_in_pad, d_out_pad = feature_size(d_in, backend), feature_size(d_out, backend)
-    bo = min(d_out_pad, block_out)
-    if d_out_pad % bo:
-        raise ValueError(f"block_out={block_out} must divide the padded d_out={d_out_pad}")
+    bo = block_out if d_out_pad % block_out == 0 else d_out_pad  # output column tiles (or one)
     spec = kernel.Spec(norm, float(tau), n, bm, bn, bo, backend, interpret)
     out = _fused(
         spec,

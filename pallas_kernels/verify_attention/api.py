@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels._common import pad_to, resolve_backend, round_up, tile_size
+from pallas_kernels._common import feature_size, pad_to, resolve_backend, round_up, tile_size
 from pallas_kernels.flash_attention.kernel import Rows, lssar_terms, softplus
 from pallas_kernels.flash_attention.reference import KINDS, L1_EPS, MASKED_SCORE, l2_normalize, softplus_scale
 from pallas_kernels.verify_attention import kernel
@@ -83,8 +83,9 @@ def verify_attention(
     q_rows = q.reshape(b, t, kv_heads, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kv_heads, rows, d)
     backend = resolve_backend(backend)
     heads_major = backend == "tpu"  # a transpose copy of the cache: store it heads-major on TPU instead
+    d_pad = feature_size(d, backend)  # Triton: a power of two (a padded copy of the cache otherwise)
     kv_pad = lambda x: pad_to(
-        x.astype(q.dtype).transpose(0, 2, 1, 3) if heads_major else x.astype(q.dtype),
+        pad_to(x.astype(q.dtype).transpose(0, 2, 1, 3) if heads_major else x.astype(q.dtype), 3, d_pad),
         2 if heads_major else 1,
         s_pad,
     )
@@ -101,7 +102,7 @@ def verify_attention(
     )
     args = (
         lengths.astype(jnp.int32)[:, None, None],
-        pad_to(q_rows, 2, rows_pad),
+        pad_to(pad_to(q_rows, 2, rows_pad), 3, d_pad),
         kv_pad(k_cache),
         kv_pad(v_cache),
         kernel_row(scale_bt, jnp.float32),
@@ -112,7 +113,7 @@ def verify_attention(
         ],
     )
     partials = lambda spec, *row_stats: [
-        x[..., :rows, :] for x in kernel.split_partials(spec, *args, n_splits, row_stats)
+        x[..., :rows, :d] for x in kernel.split_partials(spec, *args, n_splits, row_stats)
     ]
 
     # The in-block part: [B, H_kv, R, T] scores of the block's queries against the block's keys.

@@ -19,6 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rocket.decode.cache import LayerCache
+
 IMPLS = ("xla", "pallas", "auto")
 
 
@@ -64,7 +66,7 @@ def pallas_pattention(
 
 def pallas_cached_attention(
     q_bthd: jax.Array,
-    cache,  # rocket.decode.cache.LayerCache (not imported: avoids an import cycle)
+    cache: LayerCache,
     k_bthd: jax.Array,
     v_bthd: jax.Array,
     block_mask_btt: jax.Array,
