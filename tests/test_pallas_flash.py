@@ -73,15 +73,6 @@ def test_bfloat16_inputs_match_the_float32_reference():
             assert g.dtype == jnp.bfloat16 and rel_err(g, r) < 3e-2
 
 
-def test_lssar_large_power_long_row_stays_finite():
-    """p = 15 over a concentrated row: the division by the row max keeps W <= 1 (no overflow)."""
-    q, k, v = _qkv(jax.random.key(4), b=1, t=64, s=64, h=1, kv=1)
-    k = k.at[0, 10].set(q[0, 63, 0] * 5)  # one key aligned with the last query
-    out = attention(q, k, v, kind="softplus", power=15.0, causal=True, block_q=32, block_k=32)
-    ref = attention_reference(q, k, v, kind="softplus", power=15.0, causal=True)
-    assert rel_err(out, ref) < 2e-5
-
-
 def test_bad_arguments_raise_clear_errors():
     q, k, v = _qkv(jax.random.key(5), t=4, s=4)
     with pytest.raises(ValueError, match="kind"):

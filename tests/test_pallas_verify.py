@@ -56,6 +56,21 @@ def test_tree_block_against_a_ragged_cache_matches_reference(kind, power):
     )
 
 
+def test_lssar_power_15_on_a_long_concentrated_row_does_not_overflow():
+    """450 visible keys, all anti-aligned with the query but one: N * A_bar ~ 450 and 450^15 > f32
+    max, so re-weighting without dividing by the row max first would give inf / inf = NaN."""
+    d, s = 16, 464
+    q = jax.random.normal(jax.random.key(4), (1, 1, 1, d))
+    k_cache = jnp.broadcast_to(-q, (1, s, 1, d)).at[0, 123].set(q[0, 0])
+    v_cache = jax.random.normal(jax.random.key(5), (1, s, 1, d))
+    args = (q, k_cache, v_cache, jnp.array([450]), -q, v_cache[:, :1], jnp.ones((1, 1, 1), bool))
+    out = verify_attention(*args, kind="softplus", power=15.0, block_k=32)
+    np.testing.assert_allclose(
+        out, verify_reference(*args, kind="softplus", power=15.0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(out[0, 0, 0], v_cache[0, 123, 0], rtol=1e-4)  # all weight on the aligned key
+
+
 def test_bad_arguments_raise_clear_errors():
     args = _verify_operands(jax.random.key(1))
     with pytest.raises(ValueError, match="block_mask"):

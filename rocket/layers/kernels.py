@@ -5,16 +5,21 @@ interpreter, slow, for tests), "auto" (pallas on GPU and TPU, xla on CPU).
 
 What "pallas" runs for attention (`pallas_attention`), given rocket's boolean mask [B, T, S]:
   * softmax on GPU with bf16/fp16 inputs: cuDNN flash attention through
-    `jax.nn.dot_product_attention(..., implementation="cudnn")` (maintained, faster than ours);
+    `jax.nn.dot_product_attention(..., implementation="cudnn")` (maintained, faster than ours),
+    falling back to our kernel when cuDNN rejects the call at trace time (logged);
   * everything else (softmax in f32 or on TPU, softplus LSSA / LSSAR): rocket's own flash kernel
     `pallas_kernels.flash_attention.attention` with the dense mask streamed as int8 tiles (exact for
     any mask: cache visibility, segments, token trees). Cost: B*T*S bytes of mask, small next to
     the attention's 4*B*H*T*S*D FLOPs; no causal tile skipping (the mask hides the structure).
 A row with nothing visible gives a finite result (a uniform average for softmax, 0 for softplus);
 the kernels may average over a different set of masked keys than the jnp reference there.
+Multi-device: the kernels are not yet wrapped in `shard_map`; under a sharded (GSPMD) jit XLA
+cannot partition a Pallas custom call and gathers its operands (correct, slow).
 """
 
 from __future__ import annotations
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +27,7 @@ import jax.numpy as jnp
 from rocket.decode.cache import LayerCache
 
 IMPLS = ("xla", "pallas", "auto")
+_log = logging.getLogger(__name__)
 
 
 def resolve_impl(impl: str) -> str:
@@ -49,9 +55,12 @@ def pallas_attention(
         kind == "softmax" and jax.default_backend() == "gpu" and q_bthd.dtype in (jnp.bfloat16, jnp.float16)
     )
     if use_cudnn:
-        return jax.nn.dot_product_attention(
-            q_bthd, k_bskd, v_bskd, mask=mask_bts[:, None], implementation="cudnn"
-        )
+        try:  # cuDNN rejects some shapes / versions at trace time: then our kernel runs instead
+            return jax.nn.dot_product_attention(
+                q_bthd, k_bskd, v_bskd, mask=mask_bts[:, None], implementation="cudnn"
+            )
+        except (NotImplementedError, ValueError, RuntimeError) as err:
+            _log.warning("cuDNN attention unavailable (%s); using the Pallas flash kernel", err)
     return attention(q_bthd, k_bskd, v_bskd, kind=kind, power=power, mask=mask_bts)
 
 
