@@ -5,8 +5,9 @@ kernels in `kernel.py` with a `jax.custom_vjp` (a `pallas_call` cannot be linear
 Softplus inputs are L2-normalised and the per-row scale log(D) log(max(N, 1)) is computed here, in
 plain jnp (cheap, elementwise; autodiff covers it), so the kernels only see q^, k^ and a row scale.
 In bf16, q^ and k^ enter the kernel rounded to bf16 (the dots accumulate in f32; the row scale
-and every statistic are f32). Masks: `causal` and `segment_ids` cost nothing in memory; a dense `mask` [B, T, S] is streamed as
-int8 tiles (one byte per score: exact for any mask, e.g. a decoding cache or a token tree).
+and every statistic are f32). Masks: `causal` and `segment_ids` cost nothing in memory; a dense
+`mask` [B, T, S] is streamed as int8 tiles (one byte per score: exact for any mask, e.g. a
+decoding cache or a token tree).
 """
 
 from __future__ import annotations

@@ -6,13 +6,14 @@ a `lax.fori_loop` over tiles (FlashAttention-2, Dao 2023, arXiv 2307.08691). GQA
 BlockSpecs index kv head h // G; dk/dv are produced per query head and summed over the group by the
 caller. Every statistic and accumulator is float32; dots take the input dtype with float32 results.
 
-Per-row inputs (each [B, T_pad, 1] float32 / int32): `qscale` multiplies q.k (1/sqrt(D) for softmax,
+Per-row inputs (each [B, T_pad, 1] float32 / int32): `scale` multiplies q.k (1/sqrt(D) for softmax,
 log(D) log(max(N, 1)) for softplus, whose q and k arrive L2-normalised), `n` is N (LSSAR only),
 `qseg` / `kseg` ([B, 1, S_pad]) are segment ids, and an optional int8 mask [B, T_pad, S_pad].
 Keys at index >= `s_real` are padding and never contribute.
 
 Row statistics saved for the backward pass:
-  softmax: (m, l) (max and sum of exp(s - m));  LSSA: L = sum A;  LSSAR: L, R_den = max(max_s R, 1e-30), Z = sum W.
+  softmax: (m, l), the max and sum of exp(s - m);  LSSA: L = sum A;
+  LSSAR: (L, R_den = max(max_s R, 1e-30), Z = sum W).
 Backward (per element, with dP = dO v^T and Delta = rowsum(dO * O)):
   softmax: dS = P (dP - Delta)
   LSSA:    dA = (dP - Delta) / (L + eps);                   dS = dA sigmoid(S) M

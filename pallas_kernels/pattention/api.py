@@ -53,7 +53,8 @@ def pattention(
     n, d_in = k_p.shape
     if x.shape[-1] != d_in or v_p.shape[0] != n:
         raise ValueError(
-            f"shapes x {x.shape}, k_p {k_p.shape}, v_p {v_p.shape} do not fit [..., d_in], [n, d_in], [n, d_out]"
+            f"shapes x {x.shape}, k_p {k_p.shape}, v_p {v_p.shape} do not fit "
+            "[..., d_in], [n, d_in], [n, d_out]"
         )
     backend = resolve_backend(backend)
     lead, d_out = x.shape[:-1], v_p.shape[1]

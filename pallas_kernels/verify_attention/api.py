@@ -59,7 +59,8 @@ def verify_attention(
         or v_block.shape != k_block.shape
     ):
         raise ValueError(
-            f"cache {k_cache.shape}/{v_cache.shape} and block {k_block.shape}/{v_block.shape} do not fit q {q.shape}"
+            f"cache {k_cache.shape}/{v_cache.shape} and block {k_block.shape}/{v_block.shape} "
+            f"do not fit q {q.shape}"
         )
     if h % kv_heads:
         raise ValueError(f"{h} query heads are not divisible by {kv_heads} key/value heads")

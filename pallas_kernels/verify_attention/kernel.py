@@ -119,7 +119,8 @@ def split_partials(
 ):
     """Partials of every cache chunk.
 
-    q [B, H_kv, R, D]; k/v cache [B, S_pad, H_kv, D] or (heads_major) [B, H_kv, S_pad, D] (S_pad a multiple of n_splits * block_k);
+    q [B, H_kv, R, D]; k/v cache [B, S_pad, H_kv, D] or (heads_major) [B, H_kv, S_pad, D], S_pad a
+    multiple of n_splits * block_k;
     scale, n, q_pos [B, R, 1]; slot_pos [B, 1, S_pad]; lengths [B, 1, 1]; row_stats (lssar_apply):
     (L, R_den) each [B, H_kv, R, 1]. Returns a tuple of [B, H_kv, n_splits, R, D or 1] float32.
     """
