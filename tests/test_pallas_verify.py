@@ -1,5 +1,6 @@
 """Split-K verification attention vs the jnp reference, and rocket's impl="pallas" dispatch."""
 
+import dataclasses
 import functools
 
 import jax
@@ -11,6 +12,7 @@ from pallas_kernels.verify_attention import verify_attention, verify_reference
 from rocket.config import ConfigError, ModelConfig
 from rocket.decode.cache import KVBlock, commit_block, init_cache
 from rocket.layers.kernels import resolve_impl
+from rocket.models import Transformer
 from tests._pallas_helpers import assert_matches
 from tests.helpers import tiny_model
 
@@ -93,7 +95,7 @@ def test_model_with_pallas_attention_matches_xla_in_training_and_decoding():
     """The whole model: packed training forward (flash kernel with the dense mask) and a token-tree
     verify step against a committed cache (split-K kernel) give the xla logits."""
     xla_model, params = tiny_model(n_layers=1)
-    pallas_model, _ = tiny_model(n_layers=1, attention_impl="pallas")
+    pallas_model = Transformer(dataclasses.replace(xla_model.cfg, attention_impl="pallas"))  # same params
     tokens = jax.random.randint(jax.random.key(2), (1, 11), 0, 258)
     positions = jnp.arange(11)[None]
     segments = jnp.array([[0] * 6 + [1] * 5])
