@@ -6,7 +6,7 @@
 Sections (bf16 inputs, median of --reps timed calls after a warm-up, wall clock around
 `block_until_ready`):
   1. ceilings: HBM bandwidth (1 GiB device copy, bytes read + written) and a bf16 8192^3 matmul.
-  2. attention, causal, B=1 and 2048/D*... heads (H*D = 2048), fwd and fwd+bwd: ours (softmax,
+  2. attention, causal, B=1, H = 2048 / D heads, fwd and fwd+bwd: ours (softmax,
      LSSA, LSSAR p=15), the XLA reference of each, cuDNN (`jax.nn.dot_product_attention`,
      implementation="cudnn"); TFLOP/s counts the causal half (fwd 2*B*H*T^2*D, bwd 2.5x fwd).
   3. verify: a 16-token tree block against a cache of S slots (B=8, 32 q heads on 8 kv heads,
