@@ -62,8 +62,8 @@ class ModelConfig:
       remat: rematerialisation policy of each block: "none", "full" (save nothing),
         "dots" (save matmul outputs), "dots_no_batch" (save matmuls without batch dims).
       init_std: standard deviation of the embedding initialiser.
-      attention_impl: "xla" (the jnp reference, every backend) or "auto" (the fastest available
-        implementation for the backend; today that is "xla" everywhere).
+      attention_impl: "xla" (the jnp reference, every backend), "pallas" (fused kernels: cuDNN or
+        pallas_kernels; interpreted, slowly, on CPU) or "auto" (pallas on GPU/TPU, xla on CPU).
     """
 
     vocab_size: int = 258
@@ -114,9 +114,9 @@ class ModelConfig:
         )
         _check(self.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}, got {self.remat!r}")
         _check(
-            self.attention_impl in ("xla", "auto"),
+            self.attention_impl in ("xla", "pallas", "auto"),
             "attention_impl",
-            f"must be 'xla' or 'auto', got {self.attention_impl!r}",
+            f"must be 'xla', 'pallas' or 'auto', got {self.attention_impl!r}",
         )
 
     @property

@@ -5,8 +5,9 @@
   softmax(q k^T / sqrt(D_h) + mask) v,   q[B, T, H, D_h], k/v[B, S, H_kv, D_h], mask bool[B, T, S]
 
 with H = G * H_kv (query heads grouped over shared K/V heads; Ainslie et al., 2023, arXiv
-2305.13245). Scores and softmax are float32. `impl="xla"` is the plain-jnp reference; faster
-implementations (Pallas kernels) plug in behind the same signature and must match it.
+2305.13245). Scores and softmax are float32. `impl="xla"` is the plain-jnp reference; `impl="pallas"`
+runs fused kernels behind the same signature (cuDNN or pallas_kernels; see rocket.layers.kernels),
+and "auto" picks pallas on GPU/TPU.
 
 The `Attention` module attends the in-flight block to itself (through `block_mask`, causal and
 segment-aware by default) and to the committed cache slots it may see (`LayerCache.visible`).
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 
 from rocket.decode.cache import LayerCache
 from rocket.layers.init import kernel_init
+from rocket.layers.kernels import pallas_attention, pallas_cached_attention, resolve_impl
 from rocket.layers.rope import apply_rope
 
 _NEG_INF = -1e30  # finite, so a row with nothing visible gives a uniform average, never NaN
@@ -34,8 +36,8 @@ def attention_fn(
     q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Array, mask_bts: jax.Array, *, impl: str = "xla"
 ) -> jax.Array:
     """Masked grouped-query attention -> [B, T, H, D_h] in q's dtype. See module docstring."""
-    if impl not in ("xla", "auto"):
-        raise ValueError(f"unknown attention impl {impl!r}; available: 'xla', 'auto'")
+    if resolve_impl(impl) == "pallas":
+        return pallas_attention(q_bthd, k_bskd, v_bskd, mask_bts)
     b, t, h, d = q_bthd.shape
     kv_heads = k_bskd.shape[2]
     if h % kv_heads:
@@ -118,14 +120,17 @@ class Attention(nn.Module):
             q_bthd, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
         )
 
-        if cache is None:
-            keys, values, mask = k_bthd, v_bthd, block_mask_btt
-        else:  # committed slots first, then the in-flight block
-            keys = jnp.concatenate([cache.k.astype(self.dtype), k_bthd], axis=1)
-            values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
-            mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
-        out_bthd = attention_fn(q_bthd, keys, values, mask, impl=self.impl)
-        if self.is_mutable_collection("intermediates"):
-            self.sow("intermediates", "attn_probs", attention_probs(q_bthd, keys, mask))
+        if cache is not None and resolve_impl(self.impl) == "pallas":  # split-K kernel over the cache
+            out_bthd = pallas_cached_attention(q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt)
+        else:
+            if cache is None:
+                keys, values, mask = k_bthd, v_bthd, block_mask_btt
+            else:  # committed slots first, then the in-flight block
+                keys = jnp.concatenate([cache.k.astype(self.dtype), k_bthd], axis=1)
+                values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
+                mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
+            out_bthd = attention_fn(q_bthd, keys, values, mask, impl=self.impl)
+            if self.is_mutable_collection("intermediates"):  # ssToken reads the probabilities
+                self.sow("intermediates", "attn_probs", attention_probs(q_bthd, keys, mask))
         y_btd = jnp.einsum("bthk,hkd->btd", out_bthd, wo.astype(self.dtype))
         return y_btd, (k_bthd, v_bthd)
