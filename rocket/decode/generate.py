@@ -19,8 +19,18 @@ import jax
 from rocket.decode.autoregressive import Autoregressive
 from rocket.decode.engine import Ctx, DecodeOutput, Method, ModelStep, run
 from rocket.decode.sampling import SamplerConfig
+from rocket.decode.speculative import DySpec, Speculative
+from rocket.decode.token_recycling import TokenRecycling
 
-METHODS: dict[str, Method] = {"ar": Autoregressive()}
+METHODS: dict[str, Method] = {
+    "ar": Autoregressive(),
+    "speculative": Speculative(branching=(1, 1, 1, 1)),  # chain, gamma = 4
+    "tree": Speculative(branching=(3, 2, 1)),  # i.i.d. siblings (SpecInfer), kernel 2
+    "spectr": Speculative(branching=(3, 2, 1), kseq=True),  # i.i.d. siblings, SpecTr K-SEQ
+    "rsd": Speculative(branching=(3, 2, 1), sampling="without_replacement"),  # RSD-C
+    "dyspec": DySpec(),
+    "token_recycling": TokenRecycling(),
+}
 
 
 def resolve_method(method: str | Method) -> Method:
