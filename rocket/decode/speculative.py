@@ -37,7 +37,7 @@ from rocket.decode.cache import Cache, commit_block, commit_path
 from rocket.decode.engine import Ctx, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import SamplerConfig, warp
 from rocket.decode.trees import ancestors, children, level_depths
-from rocket.decode.verify import greedy_tree, walk_tree
+from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
 
 
 @flax.struct.dataclass
@@ -165,8 +165,9 @@ class _DraftTree:
             p_bnv = warp(tout.logits, ctx.sampler)
             kids = children(parent, sib, valid, max(self.max_children_per_level()))
             rule = self.rule(ctx.draft_sampler)
-            verify = lambda k, p, q, t, c: walk_tree(rule, k, p, q, t, c, n_levels)
-            path, n_acc, emitted = jax.vmap(verify)(jax.random.split(keys[-1], b), p_bnv, q_nv, tokens, kids)
+            u, g = draw_noise(keys[-1], (b, n_levels + 1), kids.shape[-1], p_bnv.shape[-1])
+            verify = lambda *a: walk_tree(rule, *a)
+            path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, q_nv, tokens, kids)
 
         # 5. Commit the accepted path; y becomes pending.
         n_keep = jnp.where(active_b, n_acc, 0)

@@ -29,7 +29,7 @@ from rocket.decode.cache import Cache, commit_path
 from rocket.decode.engine import Ctx, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import warp
 from rocket.decode.trees import children, last_occurrence, template_tree
-from rocket.decode.verify import greedy_tree, walk_tree
+from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
 
 # The paper's "2.2.2" template: rank paths per depth (8, 21, 25, 15, 8, 3 nodes at depths 1..6).
 TEMPLATE_2_2_2: tuple[tuple[int, ...], ...] = (
@@ -131,8 +131,9 @@ class TokenRecycling:
         else:
             p_bnv = warp(out.logits, ctx.sampler)
             kids = children(parent_bn, jnp.broadcast_to(jnp.asarray(rank_n), (b, n)), valid_bn, self.k)
-            verify = lambda k, p, t, c: walk_tree("deterministic", k, p, p, t, c, max_depth)
-            path, n_acc, emitted = jax.vmap(verify)(jax.random.split(key, b), p_bnv, tokens, kids)
+            u, g = draw_noise(key, (b, max_depth + 1), self.k, p_bnv.shape[-1])
+            verify = lambda u, g, p, t, c: walk_tree("deterministic", u, g, p, p, t, c)
+            path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, tokens, kids)
         # 4. Update M from every node (recycling), commit the accepted path.
         adj = update_adjacency(s.adjacency, tokens, out.logits, valid_bn & active_b[:, None])
         cache = commit_path(s.cache, out.new_kv, path, jnp.where(active_b, n_acc + 1, 0))

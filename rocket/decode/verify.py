@@ -48,39 +48,57 @@ def residual(r_v: jax.Array, s_v: jax.Array) -> jax.Array:
     return _normalize(jnp.maximum(r_v - s_v, 0.0), r_v)
 
 
-def _categorical(key: jax.Array, probs_v: jax.Array) -> jax.Array:
-    return jax.random.categorical(key, jnp.log(probs_v)).astype(jnp.int32)
+def _categorical(g_v: jax.Array, probs_v: jax.Array) -> jax.Array:
+    """A draw from probs given Gumbel noise g (Gumbel-max; zero-probability tokens never win)."""
+    return jnp.argmax(jnp.log(probs_v) + g_v).astype(jnp.int32)
+
+
+def draw_noise(key: jax.Array, batch: tuple[int, ...], m: int, v: int) -> tuple[jax.Array, jax.Array]:
+    """Fresh randomness for node kernels: uniforms [*batch, m] and Gumbel noise [*batch, V].
+
+    Drawn once per round outside the kernels (so the kernels are pure arithmetic: small programs,
+    fast compiles); never reuse them across rounds.
+    """
+    ku, kg = jax.random.split(key)
+    return jax.random.uniform(ku, batch + (m,)), jax.random.gumbel(kg, batch + (v,))
 
 
 def verify_node(
-    rule: str, key: jax.Array, p_v: jax.Array, q_v: jax.Array, cand_m: jax.Array, valid_m: jax.Array
+    rule: str,
+    u_m: jax.Array,
+    g_v: jax.Array,
+    p_v: jax.Array,
+    q_v: jax.Array,
+    cand_m: jax.Array,
+    valid_m: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
     """One node: -> (index j of the accepted candidate or -1, emitted token).
 
-    p[V], q[V] float32 distributions; cand[m] int32 tokens; valid[m] bool (invalid slots are skipped;
-    valid ones must be a prefix-closed stopping-time choice).
+    u[m] uniforms and g[V] Gumbel noise (`draw_noise`); p[V], q[V] float32 distributions; cand[m]
+    int32 tokens; valid[m] bool (invalid slots are skipped; the valid ones must be a stopping-time
+    prefix of the candidate sequence).
     """
     if rule == "kseq":
-        return _verify_kseq(key, p_v, q_v, cand_m, valid_m)
+        return _verify_kseq(u_m, g_v, p_v, q_v, cand_m, valid_m)
     if rule not in RULES:
         raise ValueError(f"unknown verification rule {rule!r}; known: {RULES}")
-    m = cand_m.shape[0]
-    keys = jax.random.split(key, m + 1)
-    r_v, s_v = p_v, q_v
-    accepted, done = jnp.int32(-1), jnp.bool_(False)
-    for j in range(m):  # m is small and static
+    m, v = cand_m.shape[0], p_v.shape[0]
+
+    def stage(j, carry):  # stage j of the candidate sequence (a loop, not unrolled: small HLO)
+        r_v, s_v, accepted, done = carry
         c = cand_m[j]
-        s_stage = jax.nn.one_hot(c, p_v.shape[0], dtype=p_v.dtype) if rule == "deterministic" else s_v
+        s_stage = jax.nn.one_hot(c, v, dtype=p_v.dtype) if rule == "deterministic" else s_v
         test = valid_m[j] & ~done
-        ok = test & (jax.random.uniform(keys[j]) * s_stage[c] <= r_v[c]) & (s_stage[c] > 0)
-        accepted = jnp.where(ok, j, accepted)
+        ok = test & (u_m[j] * s_stage[c] <= r_v[c]) & (s_stage[c] > 0)
         rejected = test & ~ok
         r_v = jnp.where(rejected, residual(r_v, s_stage), r_v)
         if rule == "without_replacement":
-            s_next = _normalize(s_v.at[c].set(0.0), jnp.zeros_like(s_v))
-            s_v = jnp.where(rejected, s_next, s_v)
-        done = done | ok
-    y = _categorical(keys[m], r_v)
+            s_v = jnp.where(rejected, _normalize(s_v.at[c].set(0.0), jnp.zeros_like(s_v)), s_v)
+        return r_v, s_v, jnp.where(ok, j, accepted), done | ok
+
+    init = (p_v, q_v, jnp.int32(-1), jnp.bool_(False))
+    r_v, _, accepted, _ = jax.lax.fori_loop(0, m, stage, init)
+    y = _categorical(g_v, r_v)
     token = jnp.where(accepted >= 0, cand_m[jnp.maximum(accepted, 0)], y)
     return accepted, token
 
@@ -106,13 +124,10 @@ def kseq_rho(p_v: jax.Array, q_v: jax.Array, k: jax.Array, iters: int = 30) -> j
 
 
 def _verify_kseq(
-    key: jax.Array, p_v: jax.Array, q_v: jax.Array, cand_m: jax.Array, valid_m: jax.Array
+    u_m: jax.Array, g_v: jax.Array, p_v: jax.Array, q_v: jax.Array, cand_m: jax.Array, valid_m: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    m = cand_m.shape[0]
     k = jnp.sum(valid_m)
     rho = kseq_rho(p_v, q_v, k)
-    ku, kr = jax.random.split(key)
-    u_m = jax.random.uniform(ku, (m,))
     ok_m = valid_m & (u_m * rho * q_v[cand_m] <= p_v[cand_m]) & (q_v[cand_m] > 0)
     first = jnp.argmax(ok_m)
     accepted = jnp.where(jnp.any(ok_m), first, -1).astype(jnp.int32)
@@ -121,41 +136,42 @@ def _verify_kseq(
     kf = k.astype(jnp.float32)
     coef = jnp.where(beta > _EPS, (1.0 - (1.0 - beta) ** kf) / jnp.maximum(beta, _EPS), kf)
     p_res = _normalize(jnp.maximum(p_v - min_v * coef, 0.0), p_v)
-    y = _categorical(kr, p_res)
+    y = _categorical(g_v, p_res)
     return accepted, jnp.where(accepted >= 0, cand_m[jnp.maximum(accepted, 0)], y)
 
 
 def walk_tree(
     rule: str,
-    key: jax.Array,
+    u_dm: jax.Array,
+    g_dv: jax.Array,
     p_nv: jax.Array,
     q_nv: jax.Array,
     tokens_n: jax.Array,
     children_nc: jax.Array,
-    depth: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Samples a path down a token tree (one row; node 0 = root) -> (path[D+1], n_accepted, emitted[D+1]).
 
-    p[N, V] / q[N, V]: target / draft distributions at each node (for its children); children[N, C]
+    u[D+1, C] / g[D+1, V]: noise per depth (`draw_noise`); p[N, V] / q[N, V]: target / draft distributions at each node (for its children); children[N, C]
     node indices in proposal order, -1 = none. path[0] = root; path[1..n] the accepted nodes;
     emitted[0..n] = their tokens then the final residual/bonus token (n + 1 tokens).
     """
-    keys = jax.random.split(key, depth + 1)
-    node, alive, n_acc = jnp.int32(0), jnp.bool_(True), jnp.int32(0)
-    path = jnp.zeros((depth + 1,), jnp.int32)
-    emitted = jnp.zeros((depth + 1,), jnp.int32)
-    for d in range(depth + 1):  # nodes at depth D have no children: the last step is the bonus
+    depth = u_dm.shape[0] - 1
+
+    def step(d, carry):  # nodes at depth D have no children: the last step emits the bonus token
+        node, alive, n_acc, path, emitted = carry
         kids_c = children_nc[node]
         j, tok = verify_node(
-            rule, keys[d], p_nv[node], q_nv[node], tokens_n[jnp.maximum(kids_c, 0)], kids_c >= 0
+            rule, u_dm[d], g_dv[d], p_nv[node], q_nv[node], tokens_n[jnp.maximum(kids_c, 0)], kids_c >= 0
         )
         emitted = emitted.at[d].set(jnp.where(alive, tok, 0))
         acc = alive & (j >= 0)
         node = jnp.where(acc, kids_c[jnp.maximum(j, 0)], node)
-        if d < depth:
-            path = path.at[d + 1].set(jnp.where(acc, node, 0))
-        n_acc = n_acc + acc.astype(jnp.int32)
-        alive = acc
+        path = path.at[jnp.minimum(d + 1, depth)].set(jnp.where(acc, node, path[jnp.minimum(d + 1, depth)]))
+        return node, acc, n_acc + acc.astype(jnp.int32), path, emitted
+
+    zeros = jnp.zeros((depth + 1,), jnp.int32)
+    init = (jnp.int32(0), jnp.bool_(True), jnp.int32(0), zeros, zeros)
+    _, _, n_acc, path, emitted = jax.lax.fori_loop(0, depth + 1, step, init)
     return path, n_acc, emitted
 
 
