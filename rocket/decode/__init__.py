@@ -27,7 +27,7 @@ from rocket.decode.engine import (
     prefill,
     run,
 )
-from rocket.decode.generate import METHODS, generate, resolve_method
+from rocket.decode.generate import METHODS, decode_stats, generate, resolve_method
 from rocket.decode.sampling import SamplerConfig, sample, warp
 from rocket.decode.speculative import DySpec, Speculative
 from rocket.decode.token_recycling import TokenRecycling
@@ -53,6 +53,7 @@ __all__ = [
     "prefill",
     "run",
     "METHODS",
+    "decode_stats",
     "generate",
     "resolve_method",
     "SamplerConfig",

@@ -78,3 +78,17 @@ def generate(
     return run(
         method, ctx, prompt_bp, prompt_len_b, key, max_new_tokens=max_new_tokens, eos_id=eos_id, carry=carry
     )
+
+
+def decode_stats(out: DecodeOutput) -> dict[str, float]:
+    """Summed over rows: mean accepted tokens per target call (MAT: emitted tokens / target calls,
+    the correction/bonus token included), draft acceptance rate (accepted / drafted; for trees,
+    drafted counts every node), and target / draft calls per emitted token."""
+    n = float(jax.numpy.sum(out.n_tokens))
+    s = jax.tree.map(lambda x: float(jax.numpy.sum(x)), out.stats)
+    return {
+        "mean_accepted_tokens": n / max(s.target_calls, 1.0),
+        "acceptance": s.accepted / s.drafted if s.drafted else float("nan"),
+        "target_calls_per_token": s.target_calls / max(n, 1.0),
+        "draft_calls_per_token": s.draft_calls / max(n, 1.0),
+    }
