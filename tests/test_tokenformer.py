@@ -57,7 +57,9 @@ def test_zero_keys_with_pinned_scale_are_neutral_and_unpinned_or_random_keys_are
     out = pattention(x, keys, values, 6, norm)
     grown_v = jnp.concatenate([values, jax.random.normal(kn, (4, 5))])  # any values: zero keys ignore them
     zero_k = jnp.concatenate([keys, jnp.zeros((4, 8))])
-    np.testing.assert_allclose(pattention(x, zero_k, grown_v, 6, norm), out, atol=2e-6)  # summation order only
+    np.testing.assert_allclose(
+        pattention(x, zero_k, grown_v, 6, norm), out, atol=2e-6
+    )  # summation order only
     assert float(jnp.abs(pattention(x, zero_k, grown_v, 10, norm) - out).max()) > 1e-2  # tau not pinned
     rand_k = jnp.concatenate([keys, 0.1 * jax.random.normal(kn, (4, 8))])
     assert float(jnp.abs(pattention(x, rand_k, grown_v, 6, norm) - out).max()) > 1e-2  # random new keys
