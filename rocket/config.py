@@ -35,6 +35,10 @@ OPTIMIZERS = ("adamw", "adafactor", "lion", "sgd", "spam", "adamp")
 SCHEDULES = ("cosine", "constant", "linear", "wsd", "power")
 REWEIGHT_STRATEGIES = ("none", "uniform", "linupper", "quadratic", "extremes", "upper")
 TOKEN_SELECTIONS = ("none", "sstoken")
+PROJECTIONS = ("dense", "pattention")
+PATTENTION_NORMS = ("l2_norm_gelu", "gelu_l2_norm", "softmax")
+ATTENTIONS = ("softmax", "softplus")
+EMBEDDINGS = ("learned", "lexinvariant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,27 @@ class ModelConfig:
       init_std: standard deviation of the embedding initialiser.
       attention_impl: "xla" (the jnp reference, every backend), "pallas" (fused kernels: cuDNN or
         pallas_kernels; interpreted, slowly, on CPU) or "auto" (pallas on GPU/TPU, xla on CPU).
+
+    Layer kinds (compose freely with each other and with the block kinds; README "Layer kinds"):
+      projection: "dense" (weight matrices) or "pattention" (TokenFormer: every projection of
+        attention (Q, K, V, output) and the whole FFN is attention over learned parameter tokens;
+        `rocket.layers.pattention`, growth in `rocket.models.tokenformer.grow`).
+      n_param_tokens: parameter tokens n of each attention projection (default d_model).
+      n_param_tokens_ffn: parameter tokens of the FFN Pattention (default 4 * n_param_tokens).
+      pattention_norm: score normalisation Θ: "l2_norm_gelu" (official default), "gelu_l2_norm",
+        or "softmax" (the paper's exp + L1 alternative).
+      pattention_scale_tokens / pattention_scale_tokens_ffn: the frozen constant n_scale of the
+        scale tau = sqrt(n_scale). None = the layer's own n (paper and PyTorch code); setting it is
+        the official JAX code's `zoom_dim`; `grow` pins it to the pre-growth n so the grown model
+        computes exactly the same function.
+      attention: "softmax" or "softplus" (LSSA: softplus + L1 normalisation with the log d log N
+        length scale; `rocket.layers.softplus`).
+      softplus_power: LSSAR re-weighting power p > 0 (None = no re-weighting). Changing it on a
+        trained model (e.g. `dataclasses.replace(cfg, softplus_power=15.0)`) needs no new params.
+      embedding: "learned" (a table) or "lexinvariant" (per-sequence random Gaussian embeddings
+        scored by the same per-sequence matrix; `rocket.layers.lexinvariant`).
+      lexinvariant_learned_prob: the regularised (semi-lexinvariant) variant: each sequence uses a
+        learned table instead of its random one with this probability (0 = pure lexinvariant).
     """
 
     vocab_size: int = 258
@@ -83,6 +108,17 @@ class ModelConfig:
     remat: str = "none"
     init_std: float = 0.02
     attention_impl: str = "xla"
+    # --- layer kinds (issue 4): TokenFormer projections, softplus attention, lexinvariant embeddings
+    projection: str = "dense"
+    n_param_tokens: int | None = None
+    n_param_tokens_ffn: int | None = None
+    pattention_norm: str = "l2_norm_gelu"
+    pattention_scale_tokens: int | None = None
+    pattention_scale_tokens_ffn: int | None = None
+    attention: str = "softmax"
+    softplus_power: float | None = None
+    embedding: str = "learned"
+    lexinvariant_learned_prob: float = 0.0
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
@@ -117,6 +153,67 @@ class ModelConfig:
             self.attention_impl in ("xla", "pallas", "auto"),
             "attention_impl",
             f"must be 'xla', 'pallas' or 'auto', got {self.attention_impl!r}",
+        )
+        self._check_layer_kinds()
+
+    def _check_layer_kinds(self) -> None:
+        """Validates the layer-kind group (projection, attention, embedding and their parameters)."""
+        _check(
+            self.projection in PROJECTIONS,
+            "projection",
+            f"must be one of {PROJECTIONS}, got {self.projection!r}",
+        )
+        for name in (
+            "n_param_tokens",
+            "n_param_tokens_ffn",
+            "pattention_scale_tokens",
+            "pattention_scale_tokens_ffn",
+        ):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, name, f"must be >= 1 (or None), got {value}")
+        _check(
+            self.pattention_norm in PATTENTION_NORMS,
+            "pattention_norm",
+            f"must be one of {PATTENTION_NORMS}, got {self.pattention_norm!r}",
+        )
+        _check(
+            self.attention in ATTENTIONS, "attention", f"must be one of {ATTENTIONS}, got {self.attention!r}"
+        )
+        _check(
+            self.softplus_power is None or self.softplus_power > 0,
+            "softplus_power",
+            f"the re-weighting power must be > 0 (or None for no re-weighting), got {self.softplus_power}",
+        )
+        _check(
+            self.softplus_power is None or self.attention == "softplus",
+            "softplus_power",
+            f"re-weighting applies to attention='softplus' only, got attention={self.attention!r}",
+        )
+        _check(
+            self.embedding in EMBEDDINGS, "embedding", f"must be one of {EMBEDDINGS}, got {self.embedding!r}"
+        )
+        _check(
+            self.embedding != "lexinvariant" or self.tie_embeddings,
+            "tie_embeddings",
+            "a lexinvariant model must score logits against its per-sequence embeddings (tie_embeddings=True); "
+            "a learned unembedding reintroduces a fixed lexicon",
+        )
+        _check(
+            0.0 <= self.lexinvariant_learned_prob <= 1.0,
+            "lexinvariant_learned_prob",
+            f"must be in [0, 1], got {self.lexinvariant_learned_prob}",
+        )
+
+    @property
+    def resolved_n_param_tokens(self) -> int:
+        return self.n_param_tokens if self.n_param_tokens is not None else self.d_model
+
+    @property
+    def resolved_n_param_tokens_ffn(self) -> int:
+        return (
+            self.n_param_tokens_ffn
+            if self.n_param_tokens_ffn is not None
+            else 4 * self.resolved_n_param_tokens
         )
 
     @property

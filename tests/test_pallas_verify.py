@@ -91,10 +91,16 @@ def test_impl_resolution_and_config():
         ModelConfig(attention_impl="triton")
 
 
-def test_model_with_pallas_attention_matches_xla_in_training_and_decoding():
-    """The whole model: packed training forward (flash kernel with the dense mask) and a token-tree
-    verify step against a committed cache (split-K kernel) give the xla logits."""
-    xla_model, params = tiny_model(n_layers=1)
+@pytest.mark.parametrize(
+    "kinds",
+    [{}, {"attention": "softplus", "softplus_power": 3.0, "projection": "pattention", "n_param_tokens": 24}],
+    ids=["softmax-dense", "lssar-pattention"],
+)
+def test_model_with_pallas_attention_matches_xla_in_training_and_decoding(kinds):
+    """The whole model: packed training forward (flash kernel with the dense mask; fused Pattention
+    for every projection) and a token-tree verify step against a committed cache (split-K kernel)
+    give the xla logits."""
+    xla_model, params = tiny_model(n_layers=1, **kinds)
     pallas_model = Transformer(dataclasses.replace(xla_model.cfg, attention_impl="pallas"))  # same params
     tokens = jax.random.randint(jax.random.key(2), (1, 11), 0, 258)
     positions = jnp.arange(11)[None]

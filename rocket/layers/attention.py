@@ -2,7 +2,8 @@
 
 `attention_fn` is the single entry point every attention variant goes through:
 
-  softmax(q k^T / sqrt(D_h) + mask) v,   q[B, T, H, D_h], k/v[B, S, H_kv, D_h], mask bool[B, T, S]
+  kind="softmax":  softmax(q k^T / sqrt(D_h) + mask) v,   q[B, T, H, D_h], k/v[B, S, H_kv, D_h], mask bool[B, T, S]
+  kind="softplus": LSSA / LSSAR (`rocket.layers.softplus`; `power` = the re-weighting power or None)
 
 with H = G * H_kv (query heads grouped over shared K/V heads; Ainslie et al., 2023, arXiv
 2305.13245). Scores and softmax are float32. `impl="xla"` is the plain-jnp reference; `impl="pallas"`
@@ -27,21 +28,38 @@ import jax.numpy as jnp
 from rocket.decode.cache import LayerCache
 from rocket.layers.init import kernel_init
 from rocket.layers.kernels import pallas_attention, pallas_cached_attention, resolve_impl
+from rocket.layers.pattention import Pattention, PattentionSpec
 from rocket.layers.rope import apply_rope
+from rocket.layers.softplus import softplus_attention
+
+ATTENTION_KINDS = ("softmax", "softplus")
 
 _NEG_INF = -1e30  # finite, so a row with nothing visible gives a uniform average, never NaN
 
 
 def attention_fn(
-    q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Array, mask_bts: jax.Array, *, impl: str = "xla"
+    q_bthd: jax.Array,
+    k_bskd: jax.Array,
+    v_bskd: jax.Array,
+    mask_bts: jax.Array,
+    *,
+    kind: str = "softmax",
+    impl: str = "xla",
+    power: float | None = None,
 ) -> jax.Array:
     """Masked grouped-query attention -> [B, T, H, D_h] in q's dtype. See module docstring."""
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"unknown attention kind {kind!r}; available: {ATTENTION_KINDS}")
     if resolve_impl(impl) == "pallas":
-        return pallas_attention(q_bthd, k_bskd, v_bskd, mask_bts)
+        return pallas_attention(q_bthd, k_bskd, v_bskd, mask_bts, kind=kind, power=power)
     b, t, h, d = q_bthd.shape
     kv_heads = k_bskd.shape[2]
     if h % kv_heads:
         raise ValueError(f"{h} query heads are not divisible by {kv_heads} key/value heads")
+    if kind == "softplus":
+        return softplus_attention(q_bthd, k_bskd, v_bskd, mask_bts, power=power)
+    if power is not None:
+        raise ValueError(f"a re-weighting power applies to kind='softplus' only, got kind={kind!r}")
     q_btkgd = q_bthd.reshape(b, t, kv_heads, h // kv_heads, d)
     scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd, preferred_element_type=jnp.float32) * (
         d**-0.5
@@ -80,7 +98,11 @@ def make_block_mask(
 
 
 class Attention(nn.Module):
-    """Multi-head attention with GQA and RoPE: x[B, T, D] -> (y[B, T, D], (k, v) of the block)."""
+    """Multi-head attention with GQA and RoPE: x[B, T, D] -> (y[B, T, D], (k, v) of the block).
+
+    `kind`/`power` select the attention (softmax, or softplus with optional re-weighting power);
+    `pattention` replaces the four weight matrices by TokenFormer Pattentions (None = dense).
+    """
 
     n_heads: int
     n_kv_heads: int
@@ -90,6 +112,43 @@ class Attention(nn.Module):
     impl: str = "xla"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    kind: str = "softmax"
+    power: float | None = None
+    pattention: PattentionSpec | None = None
+
+    def _project_in(self, name: str, x_btd: jax.Array, heads: int, head_names: tuple[str, str]) -> jax.Array:
+        """x[B, T, D] -> [B, T, heads, D_h] through a weight matrix or a Pattention."""
+        b, t, d = x_btd.shape
+        dh = self.head_dim
+        if self.pattention is not None:
+            proj = Pattention(
+                self.pattention,
+                heads * dh,
+                self.n_layers,
+                ("embed", head_names[0]),
+                self.dtype,
+                self.param_dtype,
+                name=name,
+            )
+            return proj(x_btd).reshape(b, t, heads, dh)
+        w = self.param(name, kernel_init(("embed", *head_names)), (d, heads, dh), self.param_dtype)
+        return jnp.einsum("btd,dhk->bthk", x_btd, w.astype(self.dtype))
+
+    def _project_out(self, out_bthd: jax.Array, d: int) -> jax.Array:
+        """[B, T, H, D_h] -> [B, T, D] through the output matrix or a Pattention."""
+        b, t, h, dh = out_bthd.shape
+        if self.pattention is not None:
+            proj = Pattention(
+                self.pattention, d, self.n_layers, ("heads", "embed"), self.dtype, self.param_dtype, name="wo"
+            )
+            return proj(out_bthd.reshape(b, t, h * dh))
+        wo = self.param(
+            "wo",
+            kernel_init(("heads", "head_dim", "embed"), in_axes=2, depth=self.n_layers),
+            (h, dh, d),
+            self.param_dtype,
+        )
+        return jnp.einsum("bthk,hkd->btd", out_bthd, wo.astype(self.dtype))
 
     @nn.compact
     def __call__(
@@ -100,20 +159,10 @@ class Attention(nn.Module):
         cache: LayerCache | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         d = x_btd.shape[-1]
-        h, kv, dh = self.n_heads, self.n_kv_heads, self.head_dim
-        wq = self.param("wq", kernel_init(("embed", "heads", "head_dim")), (d, h, dh), self.param_dtype)
-        wk = self.param("wk", kernel_init(("embed", "kv_heads", "head_dim")), (d, kv, dh), self.param_dtype)
-        wv = self.param("wv", kernel_init(("embed", "kv_heads", "head_dim")), (d, kv, dh), self.param_dtype)
-        wo = self.param(
-            "wo",
-            kernel_init(("heads", "head_dim", "embed"), in_axes=2, depth=self.n_layers),
-            (h, dh, d),
-            self.param_dtype,
-        )
         x = x_btd.astype(self.dtype)
-        q_bthd = jnp.einsum("btd,dhk->bthk", x, wq.astype(self.dtype))
-        k_bthd = jnp.einsum("btd,dhk->bthk", x, wk.astype(self.dtype))
-        v_bthd = jnp.einsum("btd,dhk->bthk", x, wv.astype(self.dtype))
+        q_bthd = self._project_in("wq", x, self.n_heads, ("heads", "head_dim"))
+        k_bthd = self._project_in("wk", x, self.n_kv_heads, ("kv_heads", "head_dim"))
+        v_bthd = self._project_in("wv", x, self.n_kv_heads, ("kv_heads", "head_dim"))
         q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta)
         k_bthd = apply_rope(k_bthd, positions_bt, self.rope_theta)
         q_bthd = nn.with_logical_constraint(
@@ -121,7 +170,9 @@ class Attention(nn.Module):
         )
 
         if cache is not None and resolve_impl(self.impl) == "pallas":  # split-K kernel over the cache
-            out_bthd = pallas_cached_attention(q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt)
+            out_bthd = pallas_cached_attention(
+                q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt, kind=self.kind, power=self.power
+            )
         else:
             if cache is None:
                 keys, values, mask = k_bthd, v_bthd, block_mask_btt
@@ -129,8 +180,9 @@ class Attention(nn.Module):
                 keys = jnp.concatenate([cache.k.astype(self.dtype), k_bthd], axis=1)
                 values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
                 mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
-            out_bthd = attention_fn(q_bthd, keys, values, mask, impl=self.impl)
+            out_bthd = attention_fn(
+                q_bthd, keys, values, mask, kind=self.kind, impl=self.impl, power=self.power
+            )
             if self.is_mutable_collection("intermediates"):  # ssToken reads the probabilities
                 self.sow("intermediates", "attn_probs", attention_probs(q_bthd, keys, mask))
-        y_btd = jnp.einsum("bthk,hkd->btd", out_bthd, wo.astype(self.dtype))
-        return y_btd, (k_bthd, v_bthd)
+        return self._project_out(out_bthd, d), (k_bthd, v_bthd)

@@ -26,10 +26,12 @@ class Embed(nn.Module):
             self.param_dtype,
         )
 
-    def __call__(self, tokens_bt: jax.Array) -> jax.Array:
+    def __call__(self, tokens_bt: jax.Array, segment_ids_bt: jax.Array | None = None) -> jax.Array:
+        del segment_ids_bt  # one table for every sequence (the per-sequence protocol of LexinvariantEmbed)
         return jnp.take(self.table_vd, tokens_bt, axis=0).astype(self.dtype)
 
-    def attend(self, h_btd: jax.Array) -> jax.Array:
+    def attend(self, h_btd: jax.Array, segment_ids_bt: jax.Array | None = None) -> jax.Array:
+        del segment_ids_bt
         return jnp.einsum(
             "btd,vd->btv",
             h_btd.astype(self.dtype),

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 
 from rocket.config import ModelConfig
 from rocket.decode.cache import Cache, KVBlock, LayerCache
-from rocket.layers import Attention, Embed, RMSNorm, SwiGLU, make_block_mask
+from rocket.layers import Attention, RMSNorm, make_block_mask
 from rocket.layers.init import kernel_init
+from rocket.models.kinds import attention_kinds, make_embed, make_mlp
 
 _REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the whole block in the backward pass
@@ -57,11 +58,11 @@ class Block(nn.Module):
             dtype=dtype,
             param_dtype=pdtype,
             name="attn",
+            **attention_kinds(cfg),
         )
         y_btd, kv = attn(norm("attn_norm")(h_btd), positions_bt, block_mask_btt, cache)
         h_btd = h_btd + y_btd.astype(h_btd.dtype)
-        mlp = SwiGLU(cfg.resolved_d_ff, n_layers=cfg.n_layers, dtype=dtype, param_dtype=pdtype, name="mlp")
-        h_btd = h_btd + mlp(norm("mlp_norm")(h_btd)).astype(h_btd.dtype)
+        h_btd = h_btd + make_mlp(cfg, name="mlp")(norm("mlp_norm")(h_btd)).astype(h_btd.dtype)
         h_btd = nn.with_logical_constraint(
             h_btd, ("activation_batch", "activation_length", "activation_embed")
         )
@@ -102,8 +103,8 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence length {t} exceeds model.max_seq_len={cfg.max_seq_len}")
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
-        embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dtype, pdtype, name="embed")
-        h_btd = embed(tokens)
+        embed = make_embed(cfg, name="embed")
+        h_btd = embed(tokens, segment_ids)
         h_btd = nn.with_logical_constraint(
             h_btd, ("activation_batch", "activation_length", "activation_embed")
         )
@@ -134,7 +135,7 @@ class Transformer(nn.Module):
 
         h_btd = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(h_btd)
         if cfg.tie_embeddings:
-            logits_btv = embed.attend(h_btd)
+            logits_btv = embed.attend(h_btd, segment_ids)
         else:
             w_out_dv = self.param(
                 "unembed", kernel_init(("embed", "vocab")), (cfg.d_model, cfg.vocab_size), pdtype
