@@ -13,12 +13,13 @@ For x[..., d_in], n key tokens K_P[n, d_in] and value tokens V_P[n, d_out]:
   out = Θ(A) V_P                                [..., d_out]
 
 with norms over the parameter-token axis n per token, in float32 (+1e-12 inside the square root,
-docs/CONTRACTS), gelu the exact (erf) GeLU like torch's F.gelu, and tau = sqrt(n_scale). n_scale is
-a *frozen constant*: the layer's n at creation (paper, PyTorch code) or a chosen value (JAX code's
-`zoom_dim`). Growth (`rocket.models.tokenformer.grow`) appends zero key and value tokens and keeps
-n_scale at the old n: a zero key scores A = 0, gelu(0) = 0 and it adds nothing to ||A||, so under
-"l2_norm_gelu" and "gelu_l2_norm" the grown layer computes exactly the same function. (Under
-"softmax" exp(0) = 1 != 0: growth is not function-preserving there.)
+the numeric contract shared with the Pallas kernels), gelu the exact (erf) GeLU like torch's F.gelu,
+and tau = sqrt(n_scale). n_scale is a *frozen constant*: the layer's n at creation (paper, PyTorch
+code) or a chosen value (JAX code's `zoom_dim`). Growth (`rocket.models.tokenformer.grow`) appends
+tokens with zero keys and keeps n_scale at the old n: a zero key scores A = 0, gelu(0) = 0 and it
+adds nothing to ||A||, so under "l2_norm_gelu" and "gelu_l2_norm" the grown layer computes exactly
+the same function whatever the new values are. (Under "softmax" exp(0) = 1 != 0: growth is not
+function-preserving there.)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ same segment, committed cache slots, user block mask) and N = sum_s M the visibl
     Â = W / (sum_s W + 1e-6)                           (a row with nothing above uniform -> 0, not NaN)
   out = weights @ v
 
-All statistics in float32 (the numeric contract shared with the Pallas kernels, notes/CONTRACTS.md).
+All statistics in float32 (the numeric contract shared with the Pallas kernels).
 With p = 1 and no offset Â = Ā up to the 1e-6 epsilons; the offset (subtract the uniform level 1/N
 after scaling by N) is what sharpens. p can be switched on at inference for a model trained with
 plain LSSA (the paper's "fine-tuning-free" use): it changes no parameters.
