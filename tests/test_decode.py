@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rocket.decode import (
+    ModelStep,
     SamplerConfig,
     check_capacity,
     commit_block,
@@ -87,7 +88,7 @@ def test_greedy_generation_continues_the_argmax_of_the_full_forward():
     model, params = tiny_model()
     prompt = jax.random.randint(jax.random.key(3), (2, 6), 0, 258)
     lengths = jnp.array([6, 4])  # row 1 is right-padded
-    out = generate(model, params, prompt, lengths, jax.random.key(0), max_new_tokens=8)
+    out = generate(ModelStep(model, params), prompt, lengths, jax.random.key(0), max_new_tokens=8).tokens
     for row, n in enumerate([6, 4]):
         seq = jnp.concatenate([prompt[row, :n], out[row]])[None]
         logits, _ = model.apply(params, seq, positions_for(seq))
@@ -99,13 +100,23 @@ def test_sampled_generation_is_reproducible_and_eos_stops_rows():
     prompt = jnp.full((3, 2), 5, jnp.int32)
     lengths = jnp.array([2, 2, 2])
     sampler = SamplerConfig(temperature=1.0, top_k=50)
-    a = generate(model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler)
-    b = generate(model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler)
+    a = generate(
+        ModelStep(model, params), prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler
+    ).tokens
+    b = generate(
+        ModelStep(model, params), prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler
+    ).tokens
     chex.assert_trees_all_equal(a, b)
     eos = int(a[0, 2])
     c = generate(
-        model, params, prompt, lengths, jax.random.key(1), max_new_tokens=10, sampler=sampler, eos_id=eos
-    )
+        ModelStep(model, params),
+        prompt,
+        lengths,
+        jax.random.key(1),
+        max_new_tokens=10,
+        sampler=sampler,
+        eos_id=eos,
+    ).tokens
     row = np.asarray(c[0])
     first = int(np.argmax(row == eos))
     assert first <= 2 and (row[first:] == eos).all()
@@ -115,19 +126,18 @@ def test_top_k_1_sampling_is_greedy_and_generation_respects_max_seq_len():
     model, params = tiny_model()
     prompt = jax.random.randint(jax.random.key(4), (2, 5), 0, 258)
     lengths = jnp.array([5, 5])
-    greedy = generate(model, params, prompt, lengths, jax.random.key(0), max_new_tokens=6)
+    greedy = generate(ModelStep(model, params), prompt, lengths, jax.random.key(0), max_new_tokens=6).tokens
     top1 = generate(
-        model,
-        params,
+        ModelStep(model, params),
         prompt,
         lengths,
         jax.random.key(7),
         max_new_tokens=6,
         sampler=SamplerConfig(temperature=2.0, top_k=1),
-    )
+    ).tokens
     np.testing.assert_array_equal(top1, greedy)
     with pytest.raises(ValueError, match="max_seq_len"):
-        generate(model, params, prompt, lengths, jax.random.key(0), max_new_tokens=124)
+        generate(ModelStep(model, params), prompt, lengths, jax.random.key(0), max_new_tokens=124)
 
 
 def test_rollback_then_new_tokens_equals_a_fresh_run():

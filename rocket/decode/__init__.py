@@ -1,5 +1,10 @@
-"""Decoding: the shared KV cache, samplers, and generation loops."""
+"""Decoding: the shared KV cache, samplers, the decoding engine and its methods.
 
+`generate(target, prompt, prompt_len, key, method=..., ...)` runs any method inside one jitted
+`lax.while_loop` (see `rocket.decode.engine` for how a method plugs in).
+"""
+
+from rocket.decode.autoregressive import Autoregressive
 from rocket.decode.cache import (
     Cache,
     KVBlock,
@@ -10,10 +15,22 @@ from rocket.decode.cache import (
     init_cache,
     rollback,
 )
-from rocket.decode.generate import generate, new_cache, prefill
+from rocket.decode.engine import (
+    Ctx,
+    DecodeOutput,
+    ModelStep,
+    RoundOut,
+    Stats,
+    StepOut,
+    new_cache,
+    prefill,
+    run,
+)
+from rocket.decode.generate import METHODS, generate, resolve_method
 from rocket.decode.sampling import SamplerConfig, sample, warp
 
 __all__ = [
+    "Autoregressive",
     "Cache",
     "KVBlock",
     "LayerCache",
@@ -22,9 +39,18 @@ __all__ = [
     "commit_path",
     "init_cache",
     "rollback",
-    "generate",
+    "Ctx",
+    "DecodeOutput",
+    "ModelStep",
+    "RoundOut",
+    "Stats",
+    "StepOut",
     "new_cache",
     "prefill",
+    "run",
+    "METHODS",
+    "generate",
+    "resolve_method",
     "SamplerConfig",
     "sample",
     "warp",

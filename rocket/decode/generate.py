@@ -1,8 +1,12 @@
-"""Simple KV-cache generation: one prefill of the (right-padded) prompts, then 1-token steps.
+"""`generate(method=...)`: every decoding method behind one jit-able function.
 
-This is the minimal loop the quickstart sample needs, written on the shared interfaces (the model
-step reads the cache and returns the block's K/V; the loop commits). The full decoding engine
-(speculative methods, trees, stats) builds on the same `Cache` / `commit_block` / samplers.
+    out = generate(ModelStep(model, {"params": params}), prompt[B, P], prompt_len[B], key,
+                   method="speculative", draft=ModelStep(draft_model, {"params": dparams}),
+                   max_new_tokens=64, sampler=SamplerConfig(temperature=0.7))
+    out.tokens[B, 64], out.n_tokens[B], out.stats (target/draft calls, drafted, accepted)
+
+`method` is a method instance (a frozen dataclass, e.g. `Speculative(branching=(1, 1, 1, 1))`) or
+one of the names in `METHODS` (their default configurations).
 """
 
 from __future__ import annotations
@@ -10,90 +14,57 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from rocket.decode.cache import Cache, check_capacity, commit_block, init_cache
-from rocket.decode.sampling import SamplerConfig, sample
+from rocket.decode.autoregressive import Autoregressive
+from rocket.decode.engine import Ctx, DecodeOutput, Method, ModelStep, run
+from rocket.decode.sampling import SamplerConfig
 
-
-def new_cache(model: nn.Module, batch: int, max_len: int) -> Cache:
-    cfg = model.cfg
-    return init_cache(
-        cfg.cache_layers, batch, max_len, cfg.n_kv_heads, cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
-    )
+METHODS: dict[str, Method] = {"ar": Autoregressive()}
 
 
-def prefill(
-    model: nn.Module, params: Any, prompt_bp: jax.Array, prompt_len_b: jax.Array, cache: Cache
-) -> tuple[jax.Array, Cache]:
-    """Runs the prompts through the model and commits their K/V.
-
-    Returns the logits [B, V] at each row's last prompt token and the updated cache. Padding past
-    prompt_len[b] is written but not committed (length advances by prompt_len[b]).
-    """
-    b, p = prompt_bp.shape
-    positions_bp = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-    logits_bpv, aux = model.apply(params, prompt_bp, positions_bp, cache=cache, routing="causal")
-    cache = commit_block(cache, aux["new_kv"], prompt_len_b)
-    last_bv = jnp.take_along_axis(logits_bpv, (prompt_len_b - 1)[:, None, None], axis=1)[:, 0]
-    return last_bv, cache
+def resolve_method(method: str | Method) -> Method:
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown decoding method {method!r}; known: {sorted(METHODS)}")
+        return METHODS[method]
+    return method
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "sampler", "eos_id"))
+@functools.partial(
+    jax.jit, static_argnames=("method", "max_new_tokens", "sampler", "draft_sampler", "eos_id", "max_len")
+)
 def generate(
-    model: nn.Module,
-    params: Any,
+    target: ModelStep,
     prompt_bp: jax.Array,
     prompt_len_b: jax.Array,
     key: jax.Array,
     *,
     max_new_tokens: int,
+    method: str | Method = "ar",
     sampler: SamplerConfig = SamplerConfig(greedy=True),
+    draft: ModelStep | None = None,
+    draft_sampler: SamplerConfig | None = None,
     eos_id: int | None = None,
-) -> jax.Array:
-    """Samples `max_new_tokens` tokens after each prompt -> tokens [B, max_new_tokens].
+    max_len: int | None = None,
+    carry: Any = None,
+) -> DecodeOutput:
+    """Generates `max_new_tokens` after each right-padded prompt (1 <= prompt_len[b] <= P).
 
-    prompt[B, P] is right-padded; prompt_len[B] >= 1 gives each row's real length. Rows that emit
-    `eos_id` keep emitting it. Token 0 comes from the prefill's logits; each `lax.while_loop` step
-    feeds the previous token through the model (reading, then committing to, the cache) and samples
-    the next, so there are exactly `max_new_tokens - 1` single-token forward passes.
+    The output law is the warped target's (`sampler`) for every lossless method; `draft_sampler`
+    (default: `sampler`) warps the draft. `max_len` is the KV cache size per row (default: exactly
+    enough: P + max_new_tokens + the method's block). `carry` seeds a method's carried state (Token
+    Recycling: the adjacency matrix from a previous call, "hot start"); `out.carry` returns it.
     """
-    b, p = prompt_bp.shape
-    if p + max_new_tokens > model.cfg.max_seq_len:
-        raise ValueError(
-            f"prompt length {p} + max_new_tokens {max_new_tokens} exceeds the model's max_seq_len "
-            f"{model.cfg.max_seq_len}"
-        )
-    cache = new_cache(model, b, p + max_new_tokens)
-    check_capacity(cache, p + max_new_tokens)
-    logits_bv, cache = prefill(model, params, prompt_bp, prompt_len_b, cache)
-
-    def pick(i, logits_bv, done_b):
-        tok_b = sample(jax.random.fold_in(key, i), logits_bv, sampler)
-        if eos_id is not None:
-            tok_b = jnp.where(done_b, eos_id, tok_b)
-            done_b = done_b | (tok_b == eos_id)
-        return tok_b, done_b
-
-    def body(state):
-        i, cache, out_bn, done_b = state  # tokens [0, i) are in out; token i - 1 is not yet in the cache
-        prev_b1 = out_bn[:, i - 1][:, None]
-        logits_b1v, aux = model.apply(
-            params, prev_b1, (prompt_len_b + i - 1)[:, None], cache=cache, routing="causal"
-        )
-        cache = commit_block(cache, aux["new_kv"], 1)
-        tok_b, done_b = pick(i, logits_b1v[:, 0], done_b)
-        return i + 1, cache, out_bn.at[:, i].set(tok_b), done_b
-
-    def cond(state):
-        i, *_, done_b = state
-        return (i < max_new_tokens) & ~jnp.all(done_b)
-
-    tok_b, done_b = pick(0, logits_bv, jnp.zeros((b,), bool))
-    out_bn = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok_b)
-    _, _, out_bn, done_b = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, out_bn, done_b))
-    if eos_id is not None:  # rows that stopped early: fill the unwritten tail with EOS
-        out_bn = jnp.where(jnp.cumsum(out_bn == eos_id, axis=1) > 0, eos_id, out_bn)
-    return out_bn
+    method = resolve_method(method)
+    width = method.block_width
+    ctx = Ctx(
+        target=target,
+        draft=draft,
+        sampler=sampler,
+        draft_sampler=sampler if draft_sampler is None else draft_sampler,
+        max_len=prompt_bp.shape[1] + max_new_tokens + width if max_len is None else max_len,
+    )
+    return run(
+        method, ctx, prompt_bp, prompt_len_b, key, max_new_tokens=max_new_tokens, eos_id=eos_id, carry=carry
+    )

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from rocket import parallel
 from rocket.config import ConfigError, ExperimentConfig, to_dict
 from rocket.data import build_data
-from rocket.decode import SamplerConfig, generate
+from rocket.decode import ModelStep, SamplerConfig, generate
 from rocket.models import Transformer, flops_per_token, param_count
 from rocket.train.checkpoint import Checkpointer, CheckpointError
 from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, matmul_dtype, mfu, peak_flops
@@ -137,14 +137,13 @@ def sample_text(model: Transformer, params: Any, tokenizer: Any, cfg: Experiment
     else:
         params = jax.device_get(params)
     out = generate(
-        model,
-        {"params": params},
+        ModelStep(model, {"params": params}),
         jnp.asarray(prompt)[None],
         jnp.array([len(prompt)]),
         jax.random.key(seed),
         max_new_tokens=n_new,
         sampler=sampler,
-    )
+    ).tokens
     return tc.sample_prompt + tokenizer.decode(np.asarray(out[0]))
 
 
