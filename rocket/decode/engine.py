@@ -264,6 +264,8 @@ def check_capacity_for(method: Method, ctx: Ctx, prompt_width: int, max_new_toke
             "allocate a larger cache (max_len) or generate fewer tokens"
         )
     for name, m in (("target", ctx.target), ("draft", ctx.draft)):
+        if getattr(method, "rebases_positions", False):  # streaming: positions stay within its cache
+            break
         if m is not None and prompt_width + max_new_tokens > m.module.cfg.max_seq_len:
             raise ValueError(
                 f"prompt width {prompt_width} + max_new_tokens {max_new_tokens} exceeds the {name} "

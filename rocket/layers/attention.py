@@ -99,6 +99,7 @@ class Attention(nn.Module):
         k_bthd = jnp.einsum("btd,dhk->bthk", x, wk.astype(self.dtype))
         v_bthd = jnp.einsum("btd,dhk->bthk", x, wv.astype(self.dtype))
         q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta)
+        k_raw_bthd = k_bthd  # returned instead of the rotated keys for caches that rotate at read time
         k_bthd = apply_rope(k_bthd, positions_bt, self.rope_theta)
         q_bthd = nn.with_logical_constraint(
             q_bthd, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
@@ -107,9 +108,14 @@ class Attention(nn.Module):
         if cache is None:
             keys, values, mask = k_bthd, v_bthd, block_mask_btt
         else:  # committed slots first, then the in-flight block
-            keys = jnp.concatenate([cache.k.astype(self.dtype), k_bthd], axis=1)
+            cache_k = cache.k.astype(self.dtype)
+            if cache.rope_at_read:  # streaming: slot_pos are cache-relative positions
+                cache_k = apply_rope(cache_k, cache.slot_pos, self.rope_theta)
+            keys = jnp.concatenate([cache_k, k_bthd], axis=1)
             values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
             mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
         out_bthd = attention_fn(q_bthd, keys, values, mask, impl=self.impl)
         y_btd = jnp.einsum("bthk,hkd->btd", out_bthd, wo.astype(self.dtype))
+        if cache is not None and cache.rope_at_read:
+            k_bthd = k_raw_bthd
         return y_btd, (k_bthd, v_bthd)
