@@ -161,3 +161,37 @@ def test_resampling_follows_the_weights():
     freq = np.bincount(np.asarray(idx).ravel(), minlength=4) / idx.size
     np.testing.assert_allclose(freq, [0.1, 0.0, 0.6, 0.3], atol=0.02)
     np.testing.assert_allclose(ess(log_w), 1 / (0.01 + 0.36 + 0.09), rtol=1e-5)
+
+
+def test_awrs_engine_method_generates_only_viable_prefixes():
+    from rocket.data.tokenizers import ByteTokenizer
+    from rocket.decode import ModelStep, SamplerConfig, generate
+    from rocket.decode.awrs import AWRSDecode
+    from tests.helpers import tiny_model
+
+    tok = ByteTokenizer()
+    tdfa = token_dfa(compile_regex(r"(ab|c)+\d*"), [tok.decode_bytes([i]) for i in range(tok.vocab_size)])
+    model, params = tiny_model()
+    m = 8  # particles = rows
+    prompt = jnp.tile(jnp.asarray(tok.encode(b"x = "))[None], (m, 1))
+    out = generate(
+        ModelStep(model, params),
+        prompt,
+        jnp.full((m,), 4),
+        jax.random.key(0),
+        max_new_tokens=6,
+        method=AWRSDecode(tdfa),
+        sampler=SamplerConfig(temperature=1.0),
+    )
+    for row in range(m):
+        text = tok.decode(np.asarray(out.tokens[row]))
+        assert re.fullmatch(r"(ab|c)+\d*", text) or any(
+            re.fullmatch(r"(ab|c)+\d*", text + t) for t in ("b", "ab")
+        )
+        state = 0
+        for t in np.asarray(out.tokens[row]):
+            state = tdfa.next_sv[state, t]
+        assert state == int(out.carry.dfa_state[row]) and state != tdfa.dead
+    assert np.all(np.isfinite(np.asarray(out.carry.log_weight))) and np.all(
+        np.asarray(out.carry.n_checks) >= 6
+    )

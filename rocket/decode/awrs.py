@@ -26,16 +26,27 @@ reach (it is biased toward prefixes whose continuations are mostly forbidden).
 JAX: the constraint is a table gather `next_sv[state, token]`, so the `max_checks` candidates in key
 order are checked in one vectorised gather; `n_checks` reports how many checks the sequential
 algorithm consumes (first acceptance + 2), the cost that matters when checks are expensive.
+
+`AWRSDecode` is the engine method: every row is a particle (repeat a prompt M times), and the final
+log-weights, automaton states and check counts come back as `out.carry` (`AWRSCarry`). The engine
+owns the output rows, so resampling (SMC) is not done inside the loop: the weighted particles are
+an importance sample of the global constrained law; `resample` / `ess` serve host-side SMC.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
+from rocket.decode.autoregressive import ARState, Autoregressive
+from rocket.decode.cache import commit_block
+from rocket.decode.engine import Ctx, RoundOut, Stats
 from rocket.decode.regex_dfa import TokenDFA
+from rocket.decode.sampling import warp
 
 
 class AWRSStep(NamedTuple):
@@ -100,3 +111,57 @@ def ess(log_w_m: jax.Array) -> jax.Array:
     """Effective sample size (sum w)^2 / sum w^2 of M log-weights."""
     w = jax.nn.softmax(log_w_m)
     return 1.0 / jnp.sum(w**2)
+
+
+@flax.struct.dataclass
+class AWRSCarry:
+    dfa_state: jax.Array  # [B] automaton state after the emitted tokens (dead: the particle died)
+    log_weight: jax.Array  # [B] sum of the step log-weights (-inf: dead)
+    n_checks: jax.Array  # [B] constraint checks made
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+class AWRSDecode:
+    """Constrained sampling with AWRS on the shared engine (rows = particles). `dfa` from
+    `rocket.decode.regex_dfa.token_dfa` over the model's vocabulary (with eos_id so that EOS is
+    allowed exactly in accepting states); the sampler's temperature / top-k / top-p warp p first."""
+
+    dfa: TokenDFA
+    max_checks: int | None = None
+    needs_draft: ClassVar[bool] = False
+    emit_width: ClassVar[int] = 1
+    block_width: ClassVar[int] = 1
+
+    def init(self, ctx: Ctx, prompt_bp: jax.Array, prompt_len_b: jax.Array, key: jax.Array, carry: Any):
+        if ctx.sampler.greedy:
+            raise ValueError("AWRSDecode samples: use a non-greedy SamplerConfig")
+        if self.dfa.next_sv.shape[1] != ctx.target.vocab_size:
+            raise ValueError(
+                f"the token automaton has {self.dfa.next_sv.shape[1]} tokens, the model {ctx.target.vocab_size}"
+            )
+        b = prompt_bp.shape[0]
+        ar = Autoregressive().init(ctx, prompt_bp, prompt_len_b, key, carry)
+        zeros = jnp.zeros((b,), jnp.int32)
+        return ar, AWRSCarry(zeros, jnp.zeros((b,), jnp.float32), zeros)
+
+    def round(self, ctx: Ctx, state: Any, key: jax.Array, active_b: jax.Array) -> RoundOut:
+        ar, acc = state
+        tables = DFATables.from_dfa(self.dfa)
+        out = ctx.target(ar.pending[:, None], ar.pos[:, None], ar.cache)
+        logp_bv = jnp.log(warp(out.logits[:, 0], ctx.sampler))
+        b = logp_bv.shape[0]
+        draw = jax.vmap(lambda k, lp, s: awrs_step(k, lp, s, tables, self.max_checks))(
+            jax.random.split(key, b), logp_bv, acc.dfa_state
+        )
+        step_b = active_b.astype(jnp.int32)
+        ar = ARState(commit_block(ar.cache, out.new_kv, step_b), draw.token, ar.pos + step_b)
+        acc = AWRSCarry(
+            jnp.where(active_b, tables.next_sv[acc.dfa_state, draw.token], acc.dfa_state),
+            acc.log_weight + jnp.where(active_b, draw.log_weight, 0.0),
+            acc.n_checks + step_b * draw.n_checks,
+        )
+        ones = jnp.ones((b,), jnp.int32)
+        return RoundOut((ar, acc), draw.token[:, None], ones, Stats.per_round(b, 1, 0, 0, 0))
+
+    def carry(self, state: Any) -> AWRSCarry:
+        return state[1]
