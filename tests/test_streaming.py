@@ -63,7 +63,7 @@ def _reference_logits(target: ModelStep, tokens_n: np.ndarray, stream: StreamPol
         out = step(jnp.asarray(tokens_n[t : t + 1])[None], jnp.array([[q]], jnp.int32), view)
         logits.append(np.asarray(out.logits[0, 0]))
         block = out.new_kv.replace(positions=jnp.array([[t]], jnp.int32))
-        cache = commit_block(cache, block, 1).replace(rope_at_read=True)
+        cache = commit_block(cache, block, 1)  # keeps rope_at_read
     return np.stack(logits)
 
 

@@ -126,7 +126,7 @@ def commit_block(cache: Cache, block: KVBlock, n: jax.Array | int) -> Cache:
     bi = jnp.arange(b)[None, :, None]
     pos_lbt = jnp.broadcast_to(block.positions[None].astype(jnp.int32), (n_layers, b, t))
     put = lambda buf, x: buf.at[li, bi, dest_lbt].set(x.astype(buf.dtype), mode="drop")
-    return Cache(
+    return cache.replace(
         k=put(cache.k, block.k),
         v=put(cache.v, block.v),
         slot_pos=put(cache.slot_pos, pos_lbt),
