@@ -3,15 +3,16 @@
   python -m experiments.bench_decode_transforms [--quick] [--only contrastive,bytes,streaming,awrs]
 
   contrastive  greedy vs nucleus (p=0.95) vs contrastive search (k=4, alpha=0.6): rep-2/3/4 and
-               diversity = prod_n (1 - rep-n) of 128-token continuations, tokens/s.
+               diversity = prod_n (1 - rep-n) of 80-byte continuations of 48-byte prompts, tokens/s.
   bytes        prompts cut mid-token (SentencePiece BPE model): bits of the true next byte and
                exact match of the next 8 bytes (greedy), naive prefix tokenization vs exact byte-level
                probabilities; control: cuts at token boundaries; byte-level ensemble of the BPE
                model with a byte-level model.
   streaming    loss per position over streams of 8x the training length (ctx 128): dense cache,
                plain window, 4 sinks + window (StreamingLLM), LM-Infinite.
-  awrs         regex-constrained samples per second: AWRS (weighted, every sample valid) vs naive
-               rejection sampling of whole continuations.
+  awrs         regex-constrained samples per second: AWRS (weighted, every sample valid; also its
+               effective sample size per second) vs naive rejection sampling of whole continuations
+               (exact samples of the same global constrained law).
 Models (4 layers, d = 128, ctx 128) are trained once with the real train step and cached in runs/.
 """
 
@@ -61,7 +62,7 @@ def _rep(tokens: np.ndarray, n: int) -> float:
 def bench_contrastive(quick: bool, steps: int) -> None:
     model, variables, tok, _ = trained_model("byte", steps)
     target = ModelStep(model, variables)
-    n_prompts, n_new = (8, 64) if quick else (16, 128)
+    n_prompts, n_new = (8, 64) if quick else (16, CTX - 48)  # prompt 48 + new <= ctx
     prompts = np.stack([tok.encode(t) for t in _val_texts(n_prompts, 48, seed=1)])
     p = jnp.asarray(prompts)
     plen = jnp.full((n_prompts,), p.shape[1])
@@ -206,7 +207,8 @@ def bench_awrs(quick: bool, steps: int) -> None:
         line = f"{name:16s} valid {np.mean(ok):5.2f}  valid samples/s {sum(ok) / dt:8.1f}"
         if name == "AWRS":
             lw = out.carry.log_weight
-            line += f"  ESS {float(ess(lw)):.1f}/{m}  checks/token {float(np.mean(out.carry.n_checks)) / n_new:.1f}"
+            line += f"  ESS {float(ess(lw)):.1f}/{m} = {float(ess(lw)) / dt:.1f}/s"
+            line += f"  checks/token {float(np.mean(out.carry.n_checks)) / n_new:.1f}"
         print(line + f"  e.g. {texts[0]!r}")
 
 
