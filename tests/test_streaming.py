@@ -29,7 +29,7 @@ def _tokens(b: int, n: int, seed: int = 0) -> jax.Array:
 def test_streaming_equals_the_dense_model_while_everything_fits(target, policy):
     stream = StreamPolicy(S_SINKS, WINDOW, policy, max_distance=12)
     tokens = _tokens(2, stream.size)
-    dense, _ = target.module.apply(target.variables, tokens, positions_for(tokens))
+    dense = target(tokens, positions_for(tokens), target.new_cache(2, stream.size)).logits  # plain cache
     for chunk in (1, 3):
         got = jax.jit(stream_logits, static_argnums=(2, 3))(target, tokens, stream, chunk)
         np.testing.assert_allclose(got, dense, atol=2e-5, rtol=1e-5)
