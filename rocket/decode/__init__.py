@@ -22,12 +22,15 @@ from rocket.decode.engine import (
     RoundOut,
     Stats,
     StepOut,
+    last_prompt_token,
     new_cache,
     prefill,
     run,
 )
-from rocket.decode.generate import METHODS, generate, resolve_method
+from rocket.decode.generate import METHODS, decode_stats, generate, resolve_method
 from rocket.decode.sampling import SamplerConfig, sample, warp
+from rocket.decode.speculative import DySpec, Speculative
+from rocket.decode.token_recycling import TokenRecycling
 
 __all__ = [
     "Autoregressive",
@@ -46,12 +49,17 @@ __all__ = [
     "Stats",
     "StepOut",
     "new_cache",
+    "last_prompt_token",
     "prefill",
     "run",
     "METHODS",
+    "decode_stats",
     "generate",
     "resolve_method",
     "SamplerConfig",
     "sample",
     "warp",
+    "DySpec",
+    "Speculative",
+    "TokenRecycling",
 ]

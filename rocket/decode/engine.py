@@ -264,12 +264,23 @@ def check_capacity_for(method: Method, ctx: Ctx, prompt_width: int, max_new_toke
             "allocate a larger cache (max_len) or generate fewer tokens"
         )
     for name, m in (("target", ctx.target), ("draft", ctx.draft)):
+        if m is None:
+            continue
         if getattr(method, "rebases_positions", False):  # streaming: positions stay within its cache
             break
-        if m is not None and prompt_width + max_new_tokens > m.module.cfg.max_seq_len:
+        if prompt_width + max_new_tokens > m.module.cfg.max_seq_len:
             raise ValueError(
                 f"prompt width {prompt_width} + max_new_tokens {max_new_tokens} exceeds the {name} "
                 f"model's max_seq_len {m.module.cfg.max_seq_len}"
             )
+        if method.block_width > m.module.cfg.max_seq_len:
+            raise ValueError(
+                f"{type(method).__name__} feeds blocks of {method.block_width} tokens, more than the {name} "
+                f"model's max_seq_len {m.module.cfg.max_seq_len}; use a smaller tree"
+            )
+    if ctx.draft is not None and ctx.draft.vocab_size != ctx.target.vocab_size:
+        raise ValueError(
+            f"the draft's vocabulary ({ctx.draft.vocab_size}) differs from the target's ({ctx.target.vocab_size})"
+        )
     if method.needs_draft and ctx.draft is None:
         raise ValueError(f"method {type(method).__name__} needs a draft model (pass draft=ModelStep(...))")

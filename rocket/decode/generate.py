@@ -19,8 +19,18 @@ import jax
 from rocket.decode.autoregressive import Autoregressive
 from rocket.decode.engine import Ctx, DecodeOutput, Method, ModelStep, run
 from rocket.decode.sampling import SamplerConfig
+from rocket.decode.speculative import DySpec, Speculative
+from rocket.decode.token_recycling import TokenRecycling
 
-METHODS: dict[str, Method] = {"ar": Autoregressive()}
+METHODS: dict[str, Method] = {
+    "ar": Autoregressive(),
+    "speculative": Speculative(branching=(1, 1, 1, 1)),  # chain, gamma = 4
+    "tree": Speculative(branching=(3, 2, 1)),  # i.i.d. siblings (SpecInfer), kernel 2
+    "spectr": Speculative(branching=(3, 2, 1), kseq=True),  # i.i.d. siblings, SpecTr K-SEQ
+    "rsd": Speculative(branching=(3, 2, 1), sampling="without_replacement"),  # RSD-C
+    "dyspec": DySpec(),
+    "token_recycling": TokenRecycling(),
+}
 
 
 def resolve_method(method: str | Method) -> Method:
@@ -68,3 +78,17 @@ def generate(
     return run(
         method, ctx, prompt_bp, prompt_len_b, key, max_new_tokens=max_new_tokens, eos_id=eos_id, carry=carry
     )
+
+
+def decode_stats(out: DecodeOutput) -> dict[str, float]:
+    """Summed over rows: mean accepted tokens per target call (MAT: emitted tokens / target calls,
+    the correction/bonus token included), draft acceptance rate (accepted / drafted; for trees,
+    drafted counts every node), and target / draft calls per emitted token."""
+    n = float(jax.numpy.sum(out.n_tokens))
+    s = jax.tree.map(lambda x: float(jax.numpy.sum(x)), out.stats)
+    return {
+        "mean_accepted_tokens": n / max(s.target_calls, 1.0),
+        "acceptance": s.accepted / s.drafted if s.drafted else float("nan"),
+        "target_calls_per_token": s.target_calls / max(n, 1.0),
+        "draft_calls_per_token": s.draft_calls / max(n, 1.0),
+    }
