@@ -3,7 +3,8 @@
   python -m experiments.bench_decode_transforms [--quick] [--only contrastive,bytes,streaming,awrs]
 
   contrastive  greedy vs nucleus (p=0.95) vs contrastive search (k=4, alpha=0.6): rep-2/3/4 and
-               diversity = prod_n (1 - rep-n) of 80-byte continuations of 48-byte prompts, tokens/s.
+               diversity = prod_n (1 - rep-n) of 80-byte continuations of 48-byte prompts, the
+               model's NLL of the continuation (coherence proxy), tokens/s.
   bytes        prompts cut mid-token (SentencePiece BPE model): bits of the true next byte and
                exact match of the next 8 bytes (greedy), naive prefix tokenization vs exact byte-level
                probabilities; control: cuts at token boundaries; byte-level ensemble of the BPE
@@ -73,8 +74,11 @@ def bench_contrastive(quick: bool, steps: int) -> None:
     }
     print(f"\n== contrastive search: {n_prompts} prompts x {n_new} new bytes (byte model, {steps} steps)")
     print(
-        f"{'method':24s} {'rep-2':>6s} {'rep-3':>6s} {'rep-4':>6s} {'diversity':>9s} {'tok/s':>8s} {'vs greedy':>9s}"
+        f"{'method':24s} {'rep-2':>6s} {'rep-3':>6s} {'rep-4':>6s} {'diversity':>9s} {'NLL':>6s} "
+        f"{'tok/s':>8s} {'vs greedy':>9s}"
     )
+    positions = jnp.broadcast_to(jnp.arange(p.shape[1] + n_new), (n_prompts, p.shape[1] + n_new))
+    full_logits = jax.jit(lambda t: model.apply(variables, t, positions)[0])
     base = None
     for name, kw in runs.items():
         call = lambda kw=kw: generate(target, p, plen, jax.random.key(0), max_new_tokens=n_new, **kw)
@@ -86,8 +90,14 @@ def bench_contrastive(quick: bool, steps: int) -> None:
         toks = np.asarray(out.tokens)
         reps = [np.mean([_rep(r, n) for r in toks]) for n in (2, 3, 4)]
         div = float(np.prod([1 - r for r in reps]))
+        # Coherence proxy: the model's own NLL (nats/byte) of the continuation, teacher forced.
+        logp = jax.nn.log_softmax(
+            full_logits(jnp.concatenate([p, out.tokens], 1))[:, p.shape[1] - 1 : -1], -1
+        )
+        nll = -float(jnp.mean(jnp.take_along_axis(logp, out.tokens[..., None], -1)))
         print(
-            f"{name:24s} {reps[0]:6.3f} {reps[1]:6.3f} {reps[2]:6.3f} {div:9.3f} {tps:8.0f} {tps / base:9.2f}"
+            f"{name:24s} {reps[0]:6.3f} {reps[1]:6.3f} {reps[2]:6.3f} {div:9.3f} {nll:6.3f} "
+            f"{tps:8.0f} {tps / base:9.2f}"
         )
         print(f"{'':24s} sample: {tok.decode(toks[0][:60])!r}")
 
