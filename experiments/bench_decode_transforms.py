@@ -2,7 +2,8 @@
 
   python -m experiments.bench_decode_transforms [--quick] [--only contrastive,bytes,streaming,awrs]
 
-  contrastive  greedy vs nucleus (p=0.95) vs contrastive search (k=4, alpha=0.6): rep-2/3/4 and
+  contrastive  greedy vs nucleus (p=0.95) vs contrastive search (k=4, alpha=0.6) vs momentum
+               decoding (k=8, alpha=0.2): rep-2/3/4 and
                diversity = prod_n (1 - rep-n) of 80-byte continuations of 48-byte prompts, the
                model's NLL of the continuation (coherence proxy), tokens/s.
   bytes        prompts cut mid-token (SentencePiece BPE model): bits of the true next byte and
@@ -33,6 +34,7 @@ from rocket.decode import ModelStep, SamplerConfig, generate
 from rocket.decode.awrs import AWRSDecode, ess
 from rocket.decode.byte_probs import ByteLM, ensemble_next_byte_probs, rocket_next_token_logprobs
 from rocket.decode.contrastive import ContrastiveSearch
+from rocket.decode.momentum import MomentumDecoding
 from rocket.decode.regex_dfa import compile_regex, token_dfa
 from rocket.decode.streaming import StreamPolicy, stream_logits
 from rocket.utils import enable_compilation_cache
@@ -71,6 +73,7 @@ def bench_contrastive(quick: bool, steps: int) -> None:
         "greedy": dict(method="ar"),
         "nucleus p=0.95": dict(method="ar", sampler=SamplerConfig(top_p=0.95)),
         "contrastive k=4 a=0.6": dict(method=ContrastiveSearch(4, 0.6)),
+        "momentum k=8 a=0.2": dict(method=MomentumDecoding(8, 0.2)),
     }
     print(f"\n== contrastive search: {n_prompts} prompts x {n_new} new bytes (byte model, {steps} steps)")
     print(
