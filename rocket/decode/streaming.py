@@ -120,6 +120,8 @@ def stream_step(
 
 
 def _commit(state: StreamState, block: KVBlock, pos_bt: jax.Array, n_b: jax.Array, policy: StreamPolicy):
+    if block.valid is not None:
+        raise ValueError("streaming caches need every layer to process every token (no MoD/MoR skipping)")
     n_layers, b, t = block.k.shape[:3]
     keep_bt = jnp.arange(t)[None, :] < n_b[:, None]
     slot_bt = jnp.where(keep_bt, policy.slot_of(pos_bt), policy.size)  # dropped: out of bounds
