@@ -82,3 +82,12 @@ def chi_square_pvalue(tokens: np.ndarray, law: np.ndarray) -> tuple[float, float
 
 def critical_value(df: int, alpha: float = 1e-4) -> float:
     return float(stats.chi2.isf(alpha, df))
+
+
+def noncentrality(law: np.ndarray, law_bad: np.ndarray, n_samples: int) -> float:
+    """lambda = N sum (pi_bad - pi)^2 / pi over the cells of expected count >= 5 under `law`: the
+    chi-square test's expected excess when the data follow `law_bad` (power ~ 1 when lambda is far
+    above the critical value)."""
+    law, law_bad = np.ravel(law), np.ravel(law_bad)
+    big = law * n_samples >= 5
+    return float(n_samples * np.sum((law_bad[big] - law[big]) ** 2 / law[big]))

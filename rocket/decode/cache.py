@@ -57,6 +57,9 @@ class LayerCache:
     v: jax.Array  # [B, S_max, H_kv, D_h]
     slot_pos: jax.Array  # [B, S_max]
     length: jax.Array  # [B]
+    # Streaming caches (rocket.decode.streaming) store keys before RoPE and rotate them at read time
+    # by slot_pos, which then holds cache-relative positions. False: keys are stored rotated.
+    rope_at_read: bool = flax.struct.field(pytree_node=False, default=False)
 
     def visible(self, q_pos_bt: jax.Array) -> jax.Array:
         """bool[B, T, S_max]: slot s is committed and precedes the query's logical position."""
@@ -72,6 +75,7 @@ class Cache:
     v: jax.Array  # [L, B, S_max, H_kv, D_h]
     slot_pos: jax.Array  # [L, B, S_max] int32, -1 = empty
     length: jax.Array  # [L, B] int32
+    rope_at_read: bool = flax.struct.field(pytree_node=False, default=False)  # see LayerCache
 
     @property
     def max_len(self) -> int:
@@ -82,11 +86,11 @@ class Cache:
         return self.k.shape[1]
 
     def layer(self, i: int) -> LayerCache:
-        return LayerCache(self.k[i], self.v[i], self.slot_pos[i], self.length[i])
+        return LayerCache(self.k[i], self.v[i], self.slot_pos[i], self.length[i], self.rope_at_read)
 
     def layers(self) -> LayerCache:
         """All layers stacked on a leading axis (what `nn.scan` over layers consumes)."""
-        return LayerCache(self.k, self.v, self.slot_pos, self.length)
+        return LayerCache(self.k, self.v, self.slot_pos, self.length, self.rope_at_read)
 
 
 def init_cache(
@@ -122,7 +126,7 @@ def commit_block(cache: Cache, block: KVBlock, n: jax.Array | int) -> Cache:
     bi = jnp.arange(b)[None, :, None]
     pos_lbt = jnp.broadcast_to(block.positions[None].astype(jnp.int32), (n_layers, b, t))
     put = lambda buf, x: buf.at[li, bi, dest_lbt].set(x.astype(buf.dtype), mode="drop")
-    return Cache(
+    return cache.replace(
         k=put(cache.k, block.k),
         v=put(cache.v, block.v),
         slot_pos=put(cache.slot_pos, pos_lbt),

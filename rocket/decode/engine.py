@@ -266,6 +266,8 @@ def check_capacity_for(method: Method, ctx: Ctx, prompt_width: int, max_new_toke
     for name, m in (("target", ctx.target), ("draft", ctx.draft)):
         if m is None:
             continue
+        if getattr(method, "rebases_positions", False):  # streaming: positions stay within its cache
+            break
         if prompt_width + max_new_tokens > m.module.cfg.max_seq_len:
             raise ValueError(
                 f"prompt width {prompt_width} + max_new_tokens {max_new_tokens} exceeds the {name} "

@@ -164,20 +164,25 @@ class Attention(nn.Module):
         k_bthd = self._project_in("wk", x, self.n_kv_heads, ("kv_heads", "head_dim"))
         v_bthd = self._project_in("wv", x, self.n_kv_heads, ("kv_heads", "head_dim"))
         q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta)
+        k_raw_bthd = k_bthd  # returned instead of the rotated keys for caches that rotate at read time
         k_bthd = apply_rope(k_bthd, positions_bt, self.rope_theta)
         q_bthd = nn.with_logical_constraint(
             q_bthd, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
         )
 
-        if cache is not None and resolve_impl(self.impl) == "pallas":  # split-K kernel over the cache
-            out_bthd = pallas_cached_attention(
+        rope_at_read = cache is not None and cache.rope_at_read
+        if cache is not None and not rope_at_read and resolve_impl(self.impl) == "pallas":
+            out_bthd = pallas_cached_attention(  # split-K kernel over the cache
                 q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt, kind=self.kind, power=self.power
             )
         else:
             if cache is None:
                 keys, values, mask = k_bthd, v_bthd, block_mask_btt
             else:  # committed slots first, then the in-flight block
-                keys = jnp.concatenate([cache.k.astype(self.dtype), k_bthd], axis=1)
+                cache_k = cache.k.astype(self.dtype)
+                if rope_at_read:  # streaming: slot_pos are cache-relative positions
+                    cache_k = apply_rope(cache_k, cache.slot_pos, self.rope_theta)
+                keys = jnp.concatenate([cache_k, k_bthd], axis=1)
                 values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
                 mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
             out_bthd = attention_fn(
@@ -185,4 +190,6 @@ class Attention(nn.Module):
             )
             if self.is_mutable_collection("intermediates"):  # ssToken reads the probabilities
                 self.sow("intermediates", "attn_probs", attention_probs(q_bthd, keys, mask))
+        if rope_at_read:  # the cache stores keys before RoPE
+            k_bthd = k_raw_bthd
         return self._project_out(out_bthd, d), (k_bthd, v_bthd)
