@@ -12,7 +12,7 @@ import pytest
 from rocket.config import ConfigError, ExperimentConfig, ModelConfig, from_config_dict, to_config_dict
 from rocket.data.packing import random_batch
 from rocket.decode import commit_block
-from rocket.decode.generate import new_cache, prefill
+from rocket.decode import ModelStep, new_cache, prefill
 from rocket.train.step import MODEL_RNG_STREAM, init_state, make_train_step
 from tests.helpers import TINY, positions_for, tiny_model
 
@@ -57,7 +57,8 @@ def test_prefill_without_rng_matches_the_deterministic_forward():
     model, params = tiny_model(**ALL)
     tokens = jax.random.randint(jax.random.key(2), (2, 9), 0, 258)
     full, _ = model.apply(params, tokens, positions_for(tokens))
-    last, _ = prefill(model, params, tokens, jnp.array([9, 5]), new_cache(model, 2, 12))
+    out, _ = prefill(ModelStep(model, params), new_cache(model, 2, 12), tokens, jnp.array([9, 5]))
+    last = jnp.stack([out.logits[0, 8], out.logits[1, 4]])
     chex.assert_trees_all_close(last, jnp.stack([full[0, 8], full[1, 4]]), atol=5e-5)
 
 
