@@ -253,7 +253,7 @@ class DataConfig:
         the longest bucket). Evaluation keeps the packed `seq_len` batches.
       dd_min_log2: the shortest bucket is 2**dd_min_log2 tokens; shorter document tails are dropped.
       dd_curriculum: "grow_p2" (bucket odds x 2**(max - i): short to long) or "uniform" (odds
-        proportional to the bucket's remaining sequences only).
+        proportional to the bucket's remaining tokens only: a random order, no trend).
       dd_cycles: curriculum cycles per epoch (each cycle replays short-to-long on 1/cycles of the data).
     """
 
