@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
@@ -26,6 +27,9 @@ class TableConfig:
     n_kv_heads: int = 1
     resolved_head_dim: int = 1
     dtype: str = "float32"
+    sample_rng: bool = (
+        False  # add per-sequence noise from the "sample" rng stream (a lexinvariant-like model)
+    )
 
 
 class TableModel(nn.Module):
@@ -36,14 +40,17 @@ class TableModel(nn.Module):
         del cache, block_mask, routing
         v = self.cfg.vocab_size
         table = self.param("table", nn.initializers.normal(1.0), (self.cfg.max_seq_len, v, v))
+        if self.cfg.sample_rng:  # fails without rngs={"sample": key}; fixed per generation by the caller
+            table = table + jax.random.normal(self.make_rng("sample"), table.shape)
         b, t = tokens.shape
         z = jnp.zeros((1, b, t, 1, 1))
         return table[positions, tokens], {"hidden": jnp.zeros((b, t, 1)), "new_kv": KVBlock(z, z, positions)}
 
 
-def table_step(table: np.ndarray) -> ModelStep:
-    cfg = TableConfig(vocab_size=table.shape[-1], max_seq_len=table.shape[0])
-    return ModelStep(TableModel(cfg), {"params": {"table": jnp.asarray(table, jnp.float32)}})
+def table_step(table: np.ndarray, **kwargs) -> ModelStep:
+    """kwargs: extra apply kwargs; `rngs={"sample": key}` switches on the per-sequence noise."""
+    cfg = TableConfig(vocab_size=table.shape[-1], max_seq_len=table.shape[0], sample_rng="rngs" in kwargs)
+    return ModelStep(TableModel(cfg), {"params": {"table": jnp.asarray(table, jnp.float32)}}, kwargs)
 
 
 def exact_law(table: np.ndarray, prompt: list[int], n: int, sampler: SamplerConfig) -> np.ndarray:

@@ -145,6 +145,27 @@ def test_eos_inside_an_accepted_block_ends_the_row():
         assert (np.asarray(out.tokens[i, stop:]) == eos).all()
 
 
+def test_model_step_kwargs_reach_every_call():
+    """A model with per-sequence randomness (rngs={"sample": key}, fixed for the generation): speculative
+    decoding with it as its own draft still equals AR greedy, and the key changes the output."""
+    table = np.random.default_rng(1).normal(size=(40, 6, 6))
+    prompt, lens = jnp.array([[1, 2]]), jnp.array([2])
+    run = lambda key, method, draft: (
+        generate(
+            table_step(table, rngs={"sample": key}),
+            prompt,
+            lens,
+            jax.random.key(0),
+            max_new_tokens=24,
+            method=method,
+            draft=table_step(table, rngs={"sample": key}) if draft else None,
+        ).tokens
+    )
+    a = run(jax.random.key(5), "ar", False)
+    np.testing.assert_array_equal(run(jax.random.key(5), Speculative(), True), a)
+    assert (run(jax.random.key(6), "ar", False) != a).any()
+
+
 def test_clear_errors_for_capacity_and_missing_draft():
     with pytest.raises(ValueError, match="KV cache has 20 slots"):
         generate(
