@@ -17,9 +17,12 @@ from typing import Any
 import jax
 
 from rocket.decode.autoregressive import Autoregressive
+from rocket.decode.contrastive import ContrastiveSearch
 from rocket.decode.engine import Ctx, DecodeOutput, Method, ModelStep, run
+from rocket.decode.momentum import MomentumDecoding
 from rocket.decode.sampling import SamplerConfig
 from rocket.decode.speculative import DySpec, Speculative
+from rocket.decode.streaming import StreamingAR
 from rocket.decode.token_recycling import TokenRecycling
 
 METHODS: dict[str, Method] = {
@@ -30,6 +33,9 @@ METHODS: dict[str, Method] = {
     "rsd": Speculative(branching=(3, 2, 1), sampling="without_replacement"),  # RSD-C
     "dyspec": DySpec(),
     "token_recycling": TokenRecycling(),
+    "contrastive": ContrastiveSearch(),  # k = 4, alpha = 0.6
+    "momentum": MomentumDecoding(),
+    "streaming": StreamingAR(),  # attention sinks + rolling window (StreamingLLM defaults)
 }
 
 
