@@ -85,19 +85,19 @@ def _assert_rejected(tokens: np.ndarray, sampler: SamplerConfig) -> None:
 CASES = {
     "chain_support_mismatch_topp": (Speculative(branching=(1, 1)), TOPP09, "support_mismatch"),
     "kseq_tree_different": (Speculative(branching=(3, 1), kseq=True), T1, "different"),
-    "rsd_tree_different_t07": (
-        Speculative(branching=(2, 2), sampling="without_replacement"),
-        T07,
-        "different",
-    ),
-    "dyspec_support_mismatch": (
+    "dyspec_support_mismatch_t07": (
         DySpec(widths=(2, 3), max_children=3, threshold=0.05),
-        T1,
+        T07,
         "support_mismatch",
     ),
     "token_recycling_topk": (TokenRecycling(template=((0,), (1,), (0, 0)), k=2), TOPK3, "equal"),
 }
 SLOW_CASES = {
+    "rsd_tree_different_t07": (
+        Speculative(branching=(2, 2), sampling="without_replacement"),
+        T07,
+        "different",
+    ),
     "chain_different": (Speculative(branching=(1, 1)), T1, "different"),
     "chain_wrong_onehot_topk": (Speculative(branching=(1, 1)), TOPK3, "wrong_onehot"),
     "iid_tree_uniform_t07": (Speculative(branching=(2, 2)), T07, "uniform"),
