@@ -5,6 +5,7 @@ Expert-choice routing with one "expert" (a block) and a no-op alternative:
   idx[B, k] = sort(top_k(scores[B, T], k))        k = max(1, floor(c * T)), static under jit
   x_sel[B, k, D] = gather(x, idx)                  positions travel with the tokens (RoPE)
   y = scatter_add(x, idx, gate * delta)            only the k selected rows change
+                                                   (`scatter` replaces rows instead)
 
 Because `idx` is sorted, the causal mask over the gathered order is the causal mask over the
 original positions; `gather_mask` restricts any [B, T, T] mask (segments, trees) to the gathered
@@ -64,6 +65,12 @@ def scatter_add(x_bt: jax.Array, idx_bk: jax.Array, upd_bk: jax.Array) -> jax.Ar
     """x[B, T, ...] with upd[B, k, ...] added at rows idx (indices are unique within a row)."""
     rows_b1 = jnp.arange(x_bt.shape[0])[:, None]
     return x_bt.at[rows_b1, idx_bk].add(upd_bk.astype(x_bt.dtype), unique_indices=True)
+
+
+def scatter(x_bt: jax.Array, idx_bk: jax.Array, rows_bk: jax.Array) -> jax.Array:
+    """x[B, T, ...] with rows idx replaced by rows[B, k, ...]."""
+    rows_b1 = jnp.arange(x_bt.shape[0])[:, None]
+    return x_bt.at[rows_b1, idx_bk].set(rows_bk.astype(x_bt.dtype), unique_indices=True)
 
 
 def selected_mask(idx_bk: jax.Array, t: int) -> jax.Array:

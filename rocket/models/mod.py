@@ -21,6 +21,9 @@ Top-k routing is non-causal: whether token i is selected depends on later tokens
 never report top-k perplexity as language-model perplexity. With capacity 1 every token is
 selected in both modes, so with a unit gate (tanhnorm at its zero init) the layer is exactly B.
 
+The routed rows are written back with a scatter (set) of g y + (1 - g) x = x + g Delta, so a unit
+gate reproduces the dense block bit for bit.
+
 Gate placement: the MoD paper's y = x + g (attention + MLP deltas). p-MoD's code weights only the
 MLP delta of kept tokens (x + a + g m); here its TanhNorm and STRing are applied with MoD's
 placement, so the wrapped block stays a standard `Block`.
@@ -46,7 +49,7 @@ from rocket.routing import (
     masked_mean,
     route_topk,
     router_bce,
-    scatter_add,
+    scatter,
     selected_mask,
 )
 
@@ -64,7 +67,13 @@ def causal_logits(
 
 def scatter_kv(kv_bk: tuple[jax.Array, jax.Array], idx_bk: jax.Array, t: int):
     """K/V of the routed tokens [B, k, H, D] placed back at their block rows -> [B, T, H, D]."""
-    return tuple(scatter_add(jnp.zeros((x.shape[0], t) + x.shape[2:], x.dtype), idx_bk, x) for x in kv_bk)
+    return tuple(scatter(jnp.zeros((x.shape[0], t) + x.shape[2:], x.dtype), idx_bk, x) for x in kv_bk)
+
+
+def _mix(gate_bt: jax.Array, y_btd: jax.Array, x_btd: jax.Array) -> jax.Array:
+    """x + g (y - x), written as g y + (1 - g) x so that g = 1 gives exactly y (the dense block)."""
+    g = gate_bt[..., None]
+    return (g * y_btd + (1.0 - g) * x_btd).astype(x_btd.dtype)
 
 
 class MoDBlock(nn.Module):
@@ -106,8 +115,7 @@ class MoDBlock(nn.Module):
             y_bkd, kv_bk = block(x_bkd, gather(positions_bt, idx_bk), gather_mask(mask_btt, idx_bk), cache)
             g_bk = gather(gate_bt, idx_bk) * gather(valid_bt, idx_bk)  # padding slots change nothing
             selected_bt = selected_mask(idx_bk, t) & valid_bt
-            base_btd = self._skip(h_btd, gate_bt, selected_bt)
-            h_btd = scatter_add(base_btd, idx_bk, g_bk[..., None] * (y_bkd - x_bkd))
+            h_btd = scatter(self._skip(h_btd, gate_bt, selected_bt), idx_bk, _mix(g_bk, y_bkd, x_bkd))
             kv = scatter_kv(kv_bk, idx_bk, t) if cache is not None else kv_bk
             name = "mod_predictor_bce" if cfg.router_causal == "predictor" else "mod_router_bce"
             aux_losses[name] = cfg.mod_aux_coef * router_bce(decide_bt, selected_bt, valid_bt)
@@ -116,7 +124,7 @@ class MoDBlock(nn.Module):
         else:
             selected_bt = causal_bt
             y_btd, kv = block(h_btd, positions_bt, mask_btt & selected_bt[:, None, :], cache)
-            routed_btd = h_btd + (gate_bt[..., None] * (y_btd - h_btd)).astype(h_btd.dtype)
+            routed_btd = _mix(gate_bt, y_btd, h_btd)
             h_btd = jnp.where(selected_bt[..., None], routed_btd, self._skip(h_btd, gate_bt, selected_bt))
         metrics["selected"] = masked_mean(selected_bt, valid_bt)
         return h_btd, kv, selected_bt, {"aux_losses": aux_losses, "metrics": metrics}

@@ -1,0 +1,156 @@
+"""Mixture-of-Depths: exactness at capacity 1, causality of causal routing, the documented
+non-causality of top-k routing, router gradients, cache consistency and static shapes."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rocket.config import ModelConfig
+from rocket.decode import commit_block, new_cache
+from rocket.decode.generate import prefill
+from rocket.models.mod import MoDBlock
+from rocket.models.transformer import Block
+from rocket.train.step import init_state, make_train_step, per_token_loss
+from tests.helpers import TINY, positions_for, tiny_model
+
+MOD = dict(block_pattern="dense,mod", mod_capacity=0.25)
+
+
+def _tokens(b=2, t=16, seed=1):
+    return jax.random.randint(jax.random.key(seed), (b, t), 0, TINY["vocab_size"])
+
+
+def _scale_routers(params, factor):
+    """Sharper router scores, so routing decisions depend strongly on the tokens."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x * factor if "router" in jax.tree_util.keystr(path) else x, params
+    )
+
+
+@pytest.mark.parametrize("routing", ["topk", "causal"])
+def test_capacity_one_with_unit_gate_equals_the_dense_model(routing):
+    """p-MoD's zero-initialised TanhNorm gate is exactly 1: MoD at c = 1 is the dense block."""
+    model, params = tiny_model(block_pattern="mod", mod_capacity=1.0, mod_gate="tanhnorm", mod_string=True)
+    dense, _ = tiny_model()
+    dense_params = {
+        "params": {k: v["block"] if k.startswith("layers_") else v for k, v in params["params"].items()}
+    }
+    tokens = _tokens()
+    want, _ = dense.apply(dense_params, tokens, positions_for(tokens))
+    got, aux = model.apply(params, tokens, positions_for(tokens), routing=routing)
+    np.testing.assert_array_equal(got, want)
+    assert float(aux["metrics"]["mod/layer0/selected"]) == 1.0
+
+
+def test_causal_routing_is_causal_and_topk_routing_is_not():
+    model, params = tiny_model(**MOD)
+    params = _scale_routers(params, 300.0)
+    tokens = _tokens(t=24)
+    cut = 12
+    changed = tokens.at[:, cut:].set((tokens[:, cut:] * 5 + 3) % TINY["vocab_size"])
+    apply = jax.jit(model.apply, static_argnames="routing")
+    for routing in ("causal", "topk"):
+        a, aux = apply(params, tokens, positions_for(tokens), routing=routing)
+        b, _ = apply(params, changed, positions_for(changed), routing=routing)
+        past_diff = float(jnp.abs(a[:, :cut] - b[:, :cut]).max())
+        if routing == "causal":
+            assert 0.0 < float(aux["metrics"]["mod/layer1/selected"]) < 1.0  # routing is not trivial
+            assert past_diff < 1e-5, "causal routing: a future token changed a past logit"
+        else:  # documented: top-k over the sequence leaks the future (never report its perplexity)
+            assert past_diff > 1e-3, "top-k routing was expected to be non-causal"
+
+
+def test_router_gets_gradient_from_the_language_model_loss():
+    """With the aux loss off, the router's only gradient is through the gate multiplying Delta."""
+    model, params = tiny_model(**MOD, mod_aux_coef=0.0)
+    tokens = _tokens()
+    batch = {
+        "inputs": tokens,
+        "targets": jnp.roll(tokens, -1, 1),
+        "positions": positions_for(tokens),
+        "segment_ids": jnp.ones_like(tokens),
+    }
+
+    def lm_loss(p):
+        nats, aux = per_token_loss(model, p, batch)
+        return jnp.mean(nats), aux["aux_losses"]["mod_router_bce"]
+
+    g, router_loss = jax.grad(lm_loss, has_aux=True)(params["params"])
+    assert float(router_loss) == 0.0
+    assert float(jnp.abs(g["layers_1"]["router"]["w"].value).max()) > 1e-6
+
+
+def test_train_step_with_mod_logs_router_losses_and_stats():
+    model, _ = tiny_model(**MOD, router_causal="predictor")
+    tx = optax.adam(1e-2)
+    state = init_state(model, tx, jax.random.key(0), 16)
+    tokens = _tokens()
+    batch = {
+        "inputs": tokens,
+        "targets": jnp.roll(tokens, -1, 1),
+        "positions": positions_for(tokens),
+        "segment_ids": jnp.ones_like(tokens),
+        "weights": jnp.ones(tokens.shape),
+        "num_bytes": jnp.ones(tokens.shape, jnp.int32),
+    }
+    new_state, metrics = jax.jit(make_train_step(model, tx))(state, batch, jax.random.key(1))
+    assert {"aux/mod_predictor_bce", "model/mod/layer1/selected", "model/mod/layer1/causal_acc"} <= set(
+        metrics
+    )
+    np.testing.assert_allclose(metrics["model/mod/layer1/selected"], 0.25)
+    old, new = state.params["layers_1"], new_state.params["layers_1"]
+    for name in ("router", "predictor"):  # both learn (the predictor only through its BCE)
+        assert not np.allclose(
+            old[name]["w" if name == "router" else "w1"].value,
+            new[name]["w" if name == "router" else "w1"].value,
+        )
+
+
+def test_string_scales_skipped_tokens_by_their_gate():
+    cfg = ModelConfig(**TINY, block_pattern="mod", mod_capacity=0.25, mod_gate="tanhnorm", mod_string=True)
+    mod = MoDBlock(cfg, 0.25, Block)
+    h = jax.random.normal(jax.random.key(0), (1, 8, TINY["d_model"]))
+    pos, mask, valid = positions_for(h[..., 0]), jnp.tril(jnp.ones((1, 8, 8), bool)), jnp.ones((1, 8), bool)
+    params = mod.init(jax.random.key(1), h, pos, mask, None, valid)
+    params = jax.tree.map(lambda x: x + 0.1, params)  # a non-zero router: gates != 1
+    out, _, selected, _ = mod.apply(params, h, pos, mask, None, valid)
+    w = params["params"]["router"]["w"].value[:, 0]
+    gate = 0.2 * jnp.tanh(h[0] @ w + params["params"]["router"]["b"].value[0]) + 1.0
+    skipped = ~np.asarray(selected[0])
+    assert skipped.sum() == 6
+    np.testing.assert_allclose(out[0][skipped], (gate[:, None] * h[0])[skipped], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides", [MOD, dict(block_pattern="mod", mod_capacity=0.5, router_causal="predictor")]
+)
+def test_prefill_then_single_steps_equal_the_full_causal_forward(overrides):
+    model, params = tiny_model(**overrides)
+    params = _scale_routers(params, 100.0)
+    tokens = _tokens(b=2, t=12)
+    full, aux_full = model.apply(params, tokens, positions_for(tokens), routing="causal")
+    p = 5
+    cache = new_cache(model, 2, 16)
+    last, cache = prefill(model, params, tokens[:, :p], jnp.array([p, p]), cache)
+    chex.assert_trees_all_close(last, full[:, p - 1], atol=1e-4)
+    step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal"))
+    for i in range(p, 12):
+        logits, aux = step(cache, tokens[:, i : i + 1], jnp.full((2, 1), i, jnp.int32))
+        cache = commit_block(cache, aux["new_kv"], 1)
+        chex.assert_trees_all_close(logits[:, 0], full[:, i], atol=1e-4)
+    assert step._cache_size() == 1  # static shapes: one compile for every step
+    # Routed layers hold only the tokens that took them; dense layers hold all 12.
+    lengths = np.asarray(cache.length)
+    for layer, cap in enumerate(model.cfg.layer_capacities):
+        assert (lengths[layer] == 12).all() if cap is None else (lengths[layer] < 12).any()
+
+
+def test_topk_training_forward_compiles_once_for_different_inputs():
+    model, params = tiny_model(**MOD)
+    f = jax.jit(lambda p, t: model.apply(p, t, positions_for(t))[0])
+    f(params, _tokens(seed=1))
+    f(params, _tokens(seed=2))
+    assert f._cache_size() == 1
