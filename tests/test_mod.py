@@ -11,6 +11,7 @@ import pytest
 from rocket.config import ModelConfig
 from rocket.decode import commit_block, new_cache
 from rocket.decode.generate import prefill
+from rocket.models import flops_per_token, param_count
 from rocket.models.mod import MoDBlock
 from rocket.models.transformer import Block
 from rocket.train.step import init_state, make_train_step
@@ -136,3 +137,38 @@ def test_topk_training_forward_compiles_once_for_different_inputs():
     f(params, _tokens(seed=1))
     f(params, _tokens(seed=2))
     assert f._cache_size() == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(MOD, mod_gate="tanhnorm", router_causal="predictor"),
+        dict(n_layers=4, mor_sharing="middle_cycle", mor_recursions=2, router_causal="predictor"),
+        dict(n_layers=4, mor_sharing="cycle", mor_recursions=2, mor_router="token"),
+    ],
+)
+def test_param_count_matches_the_param_tree(overrides):
+    model, params = tiny_model(**overrides)
+    assert param_count(model.cfg) == sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_flops_per_token_matches_xla_cost_analysis_of_the_routed_forward():
+    """XLA's FLOP count of the compiled top-k forward (gathered k x k attention scores, unmasked)
+    matches the analytic count: the routed layers really cost k / T of a dense one."""
+    model, params = tiny_model(d_model=128, d_ff=256, **MOD)
+    cfg, t = model.cfg, 64
+    tokens = jnp.zeros((1, t), jnp.int32)
+    cost = (
+        jax.jit(lambda p: model.apply(p, tokens, positions_for(tokens))[0])
+        .lower(params)
+        .compile()
+        .cost_analysis()
+    )
+    cost = cost[0] if isinstance(cost, list) else cost
+    per_key = 4 * cfg.n_heads * cfg.resolved_head_dim
+    k = 16  # floor(0.25 * 64)
+    unmasked = per_key * ((t - (t + 1) / 2) + (k / t) * (k - (k + 1) / 2))  # dense + routed layer
+    expected = flops_per_token(cfg, t, training=False) + unmasked
+    assert abs(cost["flops"] / t - expected) / expected < 0.05, (cost["flops"] / t, expected)
+    dense = ModelConfig(**{**TINY, "d_model": 128, "d_ff": 256})
+    assert flops_per_token(cfg, t) < 0.7 * flops_per_token(dense, t)
