@@ -15,7 +15,9 @@ paper; "sigmoid": alpha sigmoid(r); "tanhnorm": alpha tanh(r) + 1, p-MoD). With 
       is > 0: the router logit (trained by BCE against top-k membership) or a stop-gradient
       predictor's (router_causal="predictor"). Capacity is not enforced. Shapes stay static by
       running B on all T tokens with keys restricted to the selected ones, so this mode saves no
-      FLOPs (the cost of a dense layer plus the router); skipped tokens write no K/V (valid=False).
+      FLOPs (the cost of a dense layer plus the router), except that B is skipped entirely
+      (`lax.cond`) when no token of the batch is selected, the common case in batch-1 decoding.
+      Skipped tokens write no K/V (valid=False).
 
 Top-k routing is non-causal: whether token i is selected depends on later tokens' scores, so
 never report top-k perplexity as language-model perplexity. With capacity 1 every token is
@@ -123,7 +125,15 @@ class MoDBlock(nn.Module):
             metrics["causal_selected"] = masked_mean(causal_bt, valid_bt)
         else:
             selected_bt = causal_bt
-            y_btd, kv = block(h_btd, positions_bt, mask_btt & selected_bt[:, None, :], cache)
+            kv_shape = h_btd.shape[:2] + (cfg.n_kv_heads, cfg.resolved_head_dim)
+
+            def run(_, x_btd):
+                return block(x_btd, positions_bt, mask_btt & selected_bt[:, None, :], cache)
+
+            def skip(_, x_btd):  # no token of the batch takes the layer (B = 1 decoding skips often)
+                return x_btd, (jnp.zeros(kv_shape, cfg.dtype), jnp.zeros(kv_shape, cfg.dtype))
+
+            y_btd, kv = nn.cond(jnp.any(selected_bt), run, skip, self, h_btd)
             routed_btd = _mix(gate_bt, y_btd, h_btd)
             h_btd = jnp.where(selected_bt[..., None], routed_btd, self._skip(h_btd, gate_bt, selected_bt))
         metrics["selected"] = masked_mean(selected_bt, valid_bt)
