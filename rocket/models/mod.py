@@ -133,7 +133,10 @@ class MoDBlock(nn.Module):
             def skip(_, x_btd):  # no token of the batch takes the layer (B = 1 decoding skips often)
                 return x_btd, (jnp.zeros(kv_shape, cfg.dtype), jnp.zeros(kv_shape, cfg.dtype))
 
-            y_btd, kv = nn.cond(jnp.any(selected_bt), run, skip, self, h_btd)
+            if self.capacity < 1.0:
+                y_btd, kv = nn.cond(jnp.any(selected_bt), run, skip, self, h_btd)
+            else:  # every valid token takes the layer
+                y_btd, kv = run(self, h_btd)
             routed_btd = _mix(gate_bt, y_btd, h_btd)
             h_btd = jnp.where(selected_bt[..., None], routed_btd, self._skip(h_btd, gate_bt, selected_bt))
         metrics["selected"] = masked_mean(selected_bt, valid_bt)
