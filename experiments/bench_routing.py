@@ -1,0 +1,129 @@
+"""Do MoD and MoR turn their FLOP savings into time? Dense vs MoD vs MoR at the same width, one run.
+
+  python -m experiments.bench_routing [--seqs 256,512,1024,2048] [--d 256] [--layers 8] [--batch 1]
+                                      [--reps 3] [--decode-tokens 64] [--dtype float32]
+
+Models (same d, same number of layer applications L):
+  dense  L layers
+  mod    MoD, capacity 0.125 on every other layer (Raposo et al.'s setting), raw gate
+  mor    MoR expert-choice, middle-cycle sharing, N_r = 2 (capacities 1, 1/2)
+
+For each sequence length it prints the median forward (top-k routing) and train-step times, the
+measured time ratio to dense next to the analytic FLOP ratio (`flops_per_token`), and their
+quotient "time/flop" (1.0 = the savings are fully realised; the goal is <= 1.15 at seq >= 1024).
+Then greedy decoding tokens/s of dense vs MoD (causal routing, batch 1, the same prompt and cache
+length). Batches are random tokens; times are wall-clock medians after one compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rocket.config import ModelConfig
+from rocket.data import random_batch
+from rocket.decode import generate
+from rocket.models import Transformer, flops_per_token
+from rocket.train.step import init_state, make_train_step
+
+
+def configs(d: int, layers: int, seq: int, dtype: str) -> dict[str, ModelConfig]:
+    base = dict(
+        d_model=d,
+        n_layers=layers,
+        n_heads=max(1, d // 64),
+        n_kv_heads=max(1, d // 128),
+        max_seq_len=seq,
+        dtype=dtype,
+    )
+    return {
+        "dense": ModelConfig(**base),
+        "mod": ModelConfig(**base, block_pattern="dense,mod", mod_capacity=0.125),
+        "mor": ModelConfig(**base, mor_sharing="middle_cycle", mor_recursions=2),
+    }
+
+
+def median_time(fn, reps: int) -> float:
+    jax.block_until_ready(fn())  # compile
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_train(cfg: ModelConfig, seq: int, args) -> dict[str, float]:
+    model = Transformer(cfg)
+    tx = optax.adamw(1e-3)
+    state = init_state(model, tx, jax.random.key(0), seq)
+    batch = {k: jnp.asarray(v) for k, v in random_batch(args.batch, seq, cfg.vocab_size).items()}
+    fwd = jax.jit(lambda p, b: model.apply({"params": p}, b["inputs"], b["positions"])[0])
+    step = jax.jit(make_train_step(model, tx))
+    rng = jax.random.key(1)
+    return {
+        "fwd": median_time(lambda: fwd(state.params, batch), args.reps),
+        "train": median_time(lambda: step(state, batch, rng)[1]["loss"], args.reps),
+        "flops": flops_per_token(cfg, seq, training=False),
+    }
+
+
+def bench_decode(cfg: ModelConfig, prompt_len: int, args) -> float:
+    """Greedy generation tokens/s at batch 1 (prefill excluded by subtracting a 1-token run)."""
+    model = Transformer(cfg)
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    params = model.init(jax.random.key(0), tokens, tokens)
+    prompt = jax.random.randint(jax.random.key(2), (1, prompt_len), 0, cfg.vocab_size)
+    run = lambda n: generate(
+        model, params, prompt, jnp.array([prompt_len]), jax.random.key(0), max_new_tokens=n
+    )
+    n = args.decode_tokens
+    return (n - 1) / (median_time(lambda: run(n), args.reps) - median_time(lambda: run(1), args.reps))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seqs", default="256,512,1024,2048")
+    p.add_argument("--d", type=int, default=256)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--dtype", default="float32")
+    args = p.parse_args()
+    print(
+        f"device: {jax.devices()[0].device_kind}; d={args.d} L={args.layers} batch={args.batch} {args.dtype}"
+    )
+    header = f"{'seq':>5} {'model':>6} {'fwd ms':>8} {'fwd x':>6} {'train ms':>9} {'train x':>7} {'flop x':>6} {'time/flop (fwd, train)':>24}"
+    print(header)
+    for seq in [int(s) for s in args.seqs.split(",")]:
+        res = {
+            name: bench_train(cfg, seq, args)
+            for name, cfg in configs(args.d, args.layers, seq, args.dtype).items()
+        }
+        dense = res["dense"]
+        for name, r in res.items():
+            fx, tx, flx = r["fwd"] / dense["fwd"], r["train"] / dense["train"], r["flops"] / dense["flops"]
+            print(
+                f"{seq:>5} {name:>6} {r['fwd'] * 1e3:>8.1f} {fx:>6.3f} {r['train'] * 1e3:>9.1f} {tx:>7.3f} "
+                f"{flx:>6.3f} {fx / flx:>11.3f} {tx / flx:>11.3f}",
+                flush=True,
+            )
+    if args.decode_tokens:
+        prompt_len = 64
+        cfgs = configs(args.d, args.layers, prompt_len + args.decode_tokens, args.dtype)
+        dec = {name: bench_decode(cfgs[name], prompt_len, args) for name in ("dense", "mod")}
+        print(
+            f"decode (batch 1, prompt 64, {args.decode_tokens} new tokens, causal routing): "
+            + ", ".join(f"{k} {v:.1f} tok/s" for k, v in dec.items())
+            + f"; mod/dense = {dec['mod'] / dec['dense']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
