@@ -8,18 +8,20 @@ Models (same d, same number of layer applications L):
   mod    MoD, capacity 0.125 on every other layer (Raposo et al.'s setting), raw gate
   mor    MoR expert-choice, middle-cycle sharing, N_r = 2 (capacities 1, 1/2)
 
-For each sequence length it prints the median forward (top-k routing) and train-step times, the
+For each sequence length it prints the best-of-reps forward (top-k routing) and train-step times, the
 measured time ratio to dense next to the analytic FLOP ratio (`flops_per_token`), and their
 quotient "time/flop" (1.0 = the savings are fully realised; the goal is <= 1.15 at seq >= 1024).
 Then greedy decoding tokens/s of dense vs MoD (causal routing, batch 1, the same prompt and cache
-length). Batches are random tokens; times are wall-clock medians after one compile.
+length; prefill excluded). Batches are random tokens; times are best-of-reps wall clock after one
+compile, the models taking turns (robust to background load).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,42 +50,42 @@ def configs(d: int, layers: int, seq: int, dtype: str) -> dict[str, ModelConfig]
     }
 
 
-def median_time(fn, reps: int) -> float:
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def interleaved_min_times(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Best-of-`reps` wall time of each function after a compile call, the functions taking turns
+    within each rep so that background load hits all of them alike (min, not median: contention
+    only ever adds time)."""
+    for fn in fns.values():
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
-def bench_train(cfg: ModelConfig, seq: int, args) -> dict[str, float]:
+def train_fns(cfg: ModelConfig, seq: int, batch_size: int) -> dict[str, Callable[[], Any]]:
+    """The jitted top-k forward and train step of `cfg` on a fixed random batch."""
     model = Transformer(cfg)
     tx = optax.adamw(1e-3)
     state = init_state(model, tx, jax.random.key(0), seq)
-    batch = {k: jnp.asarray(v) for k, v in random_batch(args.batch, seq, cfg.vocab_size).items()}
+    batch = {k: jnp.asarray(v) for k, v in random_batch(batch_size, seq, cfg.vocab_size).items()}
     fwd = jax.jit(lambda p, b: model.apply({"params": p}, b["inputs"], b["positions"])[0])
     step = jax.jit(make_train_step(model, tx))
     rng = jax.random.key(1)
-    return {
-        "fwd": median_time(lambda: fwd(state.params, batch), args.reps),
-        "train": median_time(lambda: step(state, batch, rng)[1]["loss"], args.reps),
-        "flops": flops_per_token(cfg, seq, training=False),
-    }
+    return {"fwd": lambda: fwd(state.params, batch), "train": lambda: step(state, batch, rng)[1]["loss"]}
 
 
-def bench_decode(cfg: ModelConfig, prompt_len: int, args) -> float:
-    """Greedy generation tokens/s at batch 1 (prefill excluded by subtracting a 1-token run)."""
+def decode_fn(cfg: ModelConfig, prompt_len: int, n: int) -> Callable[[], Any]:
+    """Greedy batch-1 generation of n tokens after a random prompt (causal routing)."""
     model = Transformer(cfg)
     tokens = jnp.zeros((1, 8), jnp.int32)
     params = model.init(jax.random.key(0), tokens, tokens)
     prompt = jax.random.randint(jax.random.key(2), (1, prompt_len), 0, cfg.vocab_size)
-    run = lambda n: generate(
+    return lambda: generate(
         model, params, prompt, jnp.array([prompt_len]), jax.random.key(0), max_new_tokens=n
     )
-    n = args.decode_tokens
-    return (n - 1) / (median_time(lambda: run(n), args.reps) - median_time(lambda: run(1), args.reps))
 
 
 def main() -> None:
@@ -102,26 +104,31 @@ def main() -> None:
     header = f"{'seq':>5} {'model':>6} {'fwd ms':>8} {'fwd x':>6} {'train ms':>9} {'train x':>7} {'flop x':>6} {'time/flop (fwd, train)':>24}"
     print(header)
     for seq in [int(s) for s in args.seqs.split(",")]:
-        res = {
-            name: bench_train(cfg, seq, args)
-            for name, cfg in configs(args.d, args.layers, seq, args.dtype).items()
+        cfgs = configs(args.d, args.layers, seq, args.dtype)
+        fns = {
+            (name, kind): fn
+            for name, cfg in cfgs.items()
+            for kind, fn in train_fns(cfg, seq, args.batch).items()
         }
-        dense = res["dense"]
-        for name, r in res.items():
-            fx, tx, flx = r["fwd"] / dense["fwd"], r["train"] / dense["train"], r["flops"] / dense["flops"]
+        t = interleaved_min_times(fns, args.reps)
+        flops = {name: flops_per_token(cfg, seq, training=False) for name, cfg in cfgs.items()}
+        for name in cfgs:
+            fx, tx = t[name, "fwd"] / t["dense", "fwd"], t[name, "train"] / t["dense", "train"]
+            flx = flops[name] / flops["dense"]
             print(
-                f"{seq:>5} {name:>6} {r['fwd'] * 1e3:>8.1f} {fx:>6.3f} {r['train'] * 1e3:>9.1f} {tx:>7.3f} "
-                f"{flx:>6.3f} {fx / flx:>11.3f} {tx / flx:>11.3f}",
+                f"{seq:>5} {name:>6} {t[name, 'fwd'] * 1e3:>8.1f} {fx:>6.3f} {t[name, 'train'] * 1e3:>9.1f} "
+                f"{tx:>7.3f} {flx:>6.3f} {fx / flx:>11.3f} {tx / flx:>11.3f}",
                 flush=True,
             )
     if args.decode_tokens:
-        prompt_len = 64
-        cfgs = configs(args.d, args.layers, prompt_len + args.decode_tokens, args.dtype)
-        dec = {name: bench_decode(cfgs[name], prompt_len, args) for name in ("dense", "mod")}
+        prompt_len, n = 64, args.decode_tokens
+        cfgs = configs(args.d, args.layers, prompt_len + n, args.dtype)
+        fns = {(name, m): decode_fn(cfgs[name], prompt_len, m) for name in ("dense", "mod") for m in (1, n)}
+        t = interleaved_min_times(fns, args.reps)
+        tok_s = {name: (n - 1) / (t[name, n] - t[name, 1]) for name in ("dense", "mod")}  # prefill excluded
         print(
-            f"decode (batch 1, prompt 64, {args.decode_tokens} new tokens, causal routing): "
-            + ", ".join(f"{k} {v:.1f} tok/s" for k, v in dec.items())
-            + f"; mod/dense = {dec['mod'] / dec['dense']:.3f}"
+            f"decode (batch 1, prompt {prompt_len}, {n} new tokens, causal routing, untrained routers): "
+            f"dense {tok_s['dense']:.1f} tok/s, mod {tok_s['mod']:.1f} tok/s; mod/dense {tok_s['mod'] / tok_s['dense']:.3f}"
         )
 
 

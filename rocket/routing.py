@@ -56,9 +56,10 @@ def route_topk(scores_bt: jax.Array, k: int, valid_bt: jax.Array | None = None) 
 
 
 def gather(x_bt: jax.Array, idx_bk: jax.Array) -> jax.Array:
-    """x[B, T, ...] -> x[B, k, ...] at idx (a `take_along_axis` gather, no one-hot matmul)."""
-    idx = idx_bk.reshape(idx_bk.shape + (1,) * (x_bt.ndim - 2))
-    return jnp.take_along_axis(x_bt, idx, axis=1)
+    """x[B, T, ...] -> x[B, k, ...] at idx: one row-slice gather (no one-hot matmul, and not one
+    scalar gather per element as `take_along_axis` with a broadcast index would lower to)."""
+    rows_b1 = jnp.arange(x_bt.shape[0])[:, None]
+    return x_bt[rows_b1, idx_bk]
 
 
 def scatter_add(x_bt: jax.Array, idx_bk: jax.Array, upd_bk: jax.Array) -> jax.Array:
@@ -80,7 +81,7 @@ def selected_mask(idx_bk: jax.Array, t: int) -> jax.Array:
 
 def gather_mask(mask_btt: jax.Array, idx_bk: jax.Array) -> jax.Array:
     """A [B, T, T] attention mask restricted to the routed tokens -> [B, k, k]."""
-    rows_bkt = jnp.take_along_axis(mask_btt, idx_bk[:, :, None], axis=1)
+    rows_bkt = gather(mask_btt, idx_bk)
     return jnp.take_along_axis(rows_bkt, idx_bk[:, None, :], axis=2)
 
 
