@@ -5,6 +5,11 @@
   h_l = h_l + SwiGLU(RMSNorm(h_l))
   logits = RMSNorm(h_L) E^T   (tied)   or   RMSNorm(h_L) W_out   (untied), float32
 
+Block kinds come from the config: `block_pattern` makes layers Mixture-of-Depths blocks
+(`rocket.models.mod.MoDBlock`, wrapping `Block`), and `mor_sharing` turns the body into a
+Mixture-of-Recursions stack of shared `Block`s (`rocket.models.mor.RecursiveStack`). Their router
+losses and statistics are returned in `aux["aux_losses"]` / `aux["metrics"]`.
+
 Signature shared by every rocket model (shared/DESIGN.md):
 
   model.apply(params, tokens[B, T], positions[B, T], *, cache=None, segment_ids=None,
