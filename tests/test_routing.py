@@ -119,3 +119,24 @@ def test_routing_config_round_trips_and_overrides():
     assert from_config_dict(cd).model.layer_capacities == (None, 0.25, None, 0.25)
     prd = ModelConfig(n_layers=6, block_pattern="mod", mod_schedule="prd", mod_capacity=0.5)
     assert prd.layer_capacities[0] is None and prd.layer_capacities[-1] == 0.15
+
+
+def test_iso_flop_configs_spend_the_baselines_training_flops():
+    import glob
+    import importlib.util
+    import os
+
+    from rocket.models import flops_per_token
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    totals = {}
+    for path in sorted(glob.glob(os.path.join(root, "experiments", "configs", "mo[dr]_*.py"))):
+        spec = importlib.util.spec_from_file_location("cfg", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cfg = from_config_dict(module.get_config())
+        family = os.path.basename(path)[:3]
+        totals.setdefault(family, []).append(cfg.train.steps * flops_per_token(cfg.model, cfg.data.seq_len))
+    assert set(totals) == {"mod", "mor"} and all(len(v) >= 2 for v in totals.values())
+    for family_totals in totals.values():
+        assert max(family_totals) / min(family_totals) < 1.01
