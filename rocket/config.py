@@ -39,6 +39,8 @@ PROJECTIONS = ("dense", "pattention")
 PATTENTION_NORMS = ("l2_norm_gelu", "gelu_l2_norm", "softmax")
 ATTENTIONS = ("softmax", "softplus")
 EMBEDDINGS = ("learned", "lexinvariant")
+BLOCK_KINDS = ("dense", "mod")
+MOD_GATES = ("raw", "sigmoid", "tanhnorm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,33 @@ class ModelConfig:
         scored by the same per-sequence matrix; `rocket.layers.lexinvariant`).
       lexinvariant_learned_prob: the regularised (semi-lexinvariant) variant: each sequence uses a
         learned table instead of its random one with this probability (0 = pure lexinvariant).
+
+    Adaptive depth (MoD / p-MoD / MoR; rocket.routing, rocket.models.mod, rocket.models.mor):
+      block_pattern: comma-separated block kinds cycled over the layers: "dense" (all dense),
+        "dense,mod" (MoD on every other layer, the paper's setting), "mod" (all routed).
+      mod_capacity: fraction c in (0, 1] of each row's tokens a MoD layer processes (k =
+        max(1, floor(c T))); with mod_schedule="prd" it is p-MoD's mean ratio rho-bar.
+      mod_schedule: "constant" or "prd" (p-MoD progressive ratio decay: rho(l) = c + cos(pi l /
+        (L-1)) / 2; a "mod" layer is routed iff rho(l) <= mod_prd_max, at max(rho(l), mod_prd_min)).
+      mod_gate: "raw" (router score, MoD paper), "sigmoid" (alpha sigmoid(r)), "tanhnorm" (p-MoD:
+        alpha tanh(r) + 1, zero-initialised router so the gate starts at exactly 1).
+      mod_gate_alpha: alpha of the sigmoid / tanhnorm gates (p-MoD: 0.2).
+      mod_string: p-MoD STRing: skipped tokens are scaled by the gate too (needs "tanhnorm").
+      mod_aux_coef: weight of the routers' causal BCE loss (summed over MoD layers).
+      router_causal: how routing="causal" decides per token: "aux_bce" (router logit > 0, trained
+        by BCE against top-k membership) or "predictor" (a stop-gradient MLP's logit > 0).
+      router_predictor_hidden: hidden width of that predictor MLP.
+      mor_sharing: "none" (no MoR), or a recursive stack: "cycle" (L / N_r shared layers applied
+        N_r times) or "middle_cycle" (unique first and last layers around (L-2) / N_r shared ones).
+        n_layers counts layer applications (the unrolled depth L), as in the paper.
+      mor_recursions: N_r >= 1.
+      mor_router: "expert" (expert-choice, nested top-k with capacities (N_r - r) / N_r),
+        "token" (token-choice: one router picks each token's depth), or "none" (plain recursion).
+      mor_alpha / mor_temp: gate alpha * f(router(x / temp)) (expert: f = sigmoid).
+      mor_token_gate: token-choice gate f: "softmax" or "sigmoid".
+      mor_aux_coef: expert-choice BCE weight (summed over recursions; paper 0.001).
+      mor_z_loss_coef: router z-loss weight (paper: 0 for expert-choice, 1e-5 for token-choice).
+      mor_balance_coef: token-choice balancing loss weight (paper 0.1).
     """
 
     vocab_size: int = 258
@@ -119,6 +148,27 @@ class ModelConfig:
     softplus_power: float | None = None
     embedding: str = "learned"
     lexinvariant_learned_prob: float = 0.0
+    # --- Adaptive depth: MoD / p-MoD / MoR (see the docstring; validated in _check_routing) ---
+    block_pattern: str = "dense"
+    mod_capacity: float = 0.125
+    mod_schedule: str = "constant"
+    mod_prd_max: float = 0.85
+    mod_prd_min: float = 0.15
+    mod_gate: str = "raw"
+    mod_gate_alpha: float = 0.2
+    mod_string: bool = False
+    mod_aux_coef: float = 0.01
+    router_causal: str = "aux_bce"
+    router_predictor_hidden: int = 64
+    mor_sharing: str = "none"
+    mor_recursions: int = 2
+    mor_router: str = "expert"
+    mor_alpha: float = 0.1
+    mor_temp: float = 1.0
+    mor_token_gate: str = "softmax"
+    mor_aux_coef: float = 0.001
+    mor_z_loss_coef: float = 0.0
+    mor_balance_coef: float = 0.1
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
@@ -155,6 +205,7 @@ class ModelConfig:
             f"must be 'xla', 'pallas' or 'auto', got {self.attention_impl!r}",
         )
         self._check_layer_kinds()
+        self._check_routing()
 
     def _check_layer_kinds(self) -> None:
         """Validates the layer-kind group (projection, attention, embedding and their parameters)."""
@@ -215,6 +266,86 @@ class ModelConfig:
             if self.n_param_tokens_ffn is not None
             else 4 * self.resolved_n_param_tokens
         )
+
+    def _check_routing(self) -> None:
+        kinds = self.block_kinds
+        for kind in set(kinds):
+            _check(
+                kind in BLOCK_KINDS, "block_pattern", f"unknown block kind {kind!r}; available: {BLOCK_KINDS}"
+            )
+        _check(0.0 < self.mod_capacity <= 1.0, "mod_capacity", f"must be in (0, 1], got {self.mod_capacity}")
+        _check(
+            self.mod_schedule in ("constant", "prd"),
+            "mod_schedule",
+            f"unknown schedule {self.mod_schedule!r}",
+        )
+        _check(0.0 < self.mod_prd_min <= 1.0, "mod_prd_min", f"must be in (0, 1], got {self.mod_prd_min}")
+        _check(self.mod_prd_max > 0, "mod_prd_max", f"must be positive, got {self.mod_prd_max}")
+        _check(
+            self.mod_gate in MOD_GATES, "mod_gate", f"unknown gate {self.mod_gate!r}; available: {MOD_GATES}"
+        )
+        _check(
+            not self.mod_string or self.mod_gate == "tanhnorm",
+            "mod_string",
+            "STRing scales skipped tokens by the gate and needs the bounded 'tanhnorm' gate",
+        )
+        _check(self.mod_aux_coef >= 0, "mod_aux_coef", "must be >= 0")
+        _check(
+            self.router_causal in ("aux_bce", "predictor"),
+            "router_causal",
+            f"must be 'aux_bce' or 'predictor', got {self.router_causal!r}",
+        )
+        _check(self.router_predictor_hidden >= 1, "router_predictor_hidden", "must be positive")
+        _check(
+            self.mor_sharing in ("none", "cycle", "middle_cycle"),
+            "mor_sharing",
+            f"must be 'none', 'cycle' or 'middle_cycle', got {self.mor_sharing!r}",
+        )
+        _check(self.mor_recursions >= 1, "mor_recursions", f"must be >= 1, got {self.mor_recursions}")
+        _check(
+            self.mor_router in ("expert", "token", "none"),
+            "mor_router",
+            f"must be 'expert', 'token' or 'none', got {self.mor_router!r}",
+        )
+        _check(
+            self.mor_token_gate in ("softmax", "sigmoid"),
+            "mor_token_gate",
+            f"must be 'softmax' or 'sigmoid', got {self.mor_token_gate!r}",
+        )
+        _check(self.mor_temp > 0, "mor_temp", "must be positive")
+        for name in ("mor_aux_coef", "mor_z_loss_coef", "mor_balance_coef"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0")
+        if self.mor_sharing != "none":
+            shared = self.n_layers - (2 if self.mor_sharing == "middle_cycle" else 0)
+            _check(
+                shared >= self.mor_recursions and shared % self.mor_recursions == 0,
+                "mor_recursions",
+                f"{self.mor_sharing} sharing needs mor_recursions={self.mor_recursions} to divide the "
+                f"{shared} recursed layers of n_layers={self.n_layers}",
+            )
+            _check(set(kinds) == {"dense"}, "block_pattern", "MoD layers cannot be combined with MoR")
+        _check(
+            not self.scan_layers or (set(kinds) == {"dense"} and self.mor_sharing == "none"),
+            "scan_layers",
+            "scanning over layers needs identical dense layers (no MoD pattern, no MoR)",
+        )
+
+    @property
+    def block_kinds(self) -> tuple[str, ...]:
+        """The block kind of every layer: `block_pattern` cycled over n_layers."""
+        pattern = [k.strip() for k in self.block_pattern.split(",")]
+        return tuple(pattern[i % len(pattern)] for i in range(self.n_layers))
+
+    @property
+    def layer_capacities(self) -> tuple[float | None, ...]:
+        """MoD capacity of every layer (None = a dense layer)."""
+        from rocket.routing import prd_capacities
+
+        if self.mod_schedule == "prd":
+            prd = prd_capacities(self.n_layers, self.mod_capacity, self.mod_prd_max, self.mod_prd_min)
+        else:
+            prd = [self.mod_capacity] * self.n_layers
+        return tuple(c if kind == "mod" else None for kind, c in zip(self.block_kinds, prd))
 
     @property
     def resolved_head_dim(self) -> int:

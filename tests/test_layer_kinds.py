@@ -11,8 +11,7 @@ import pytest
 
 from rocket.config import ConfigError, ExperimentConfig, ModelConfig, from_config_dict, to_config_dict
 from rocket.data.packing import random_batch
-from rocket.decode import commit_block
-from rocket.decode import ModelStep, new_cache, prefill
+from rocket.decode import ModelStep, commit_block, new_cache, prefill
 from rocket.train.step import MODEL_RNG_STREAM, init_state, make_train_step
 from tests.helpers import TINY, positions_for, tiny_model
 

@@ -15,11 +15,19 @@ parameters and costs 2 n (d_in + d_out) FLOPs per token (scores and output; the 
 elementwise and not counted), i.e. it counts like a matrix of that many parameters. Lexinvariant
 embeddings have no table (unless `lexinvariant_learned_prob > 0`) but the readout matmul against the
 per-sequence matrix is counted as usual (its random generation is not).
+
+Adaptive depth (top-k routing, as trained): a layer application that processes k of the T tokens
+costs k / T of the matmuls per token and sees ctx = (k + 1) / 2 keys (attention x (k / T)^2 in
+total). MoD layers route k = max(1, floor(c T)); MoR expert-choice recursion r routes k_r over its
+m shared layers; token-choice and plain recursion run every token (they compute all and mask).
+Routers cost 2 D E per token they score (E outputs), a causal predictor 2 (D h + h).
 """
 
 from __future__ import annotations
 
 from rocket.config import ModelConfig
+from rocket.models.mor import recursion_capacities
+from rocket.routing import capacity_to_k
 
 
 def _layer_matmul_params(cfg: ModelConfig) -> int:
@@ -33,11 +41,59 @@ def _layer_matmul_params(cfg: ModelConfig) -> int:
     return attn + mlp
 
 
+def _unique_layers(cfg: ModelConfig) -> int:
+    """Distinct parameterised blocks (MoR shares layers across recursions)."""
+    if cfg.mor_sharing == "none":
+        return cfg.n_layers
+    middle = 2 if cfg.mor_sharing == "middle_cycle" else 0
+    return middle + (cfg.n_layers - middle) // cfg.mor_recursions
+
+
+def _router_params(cfg: ModelConfig) -> int:
+    """Router (and causal predictor) parameters of the MoD layers or the MoR stack."""
+    d, h = cfg.d_model, cfg.router_predictor_hidden
+    predictor = d * h + h if cfg.router_causal == "predictor" else 0
+    if cfg.mor_sharing != "none":
+        if cfg.mor_router == "expert":
+            return cfg.mor_recursions * (d + predictor)
+        return d * cfg.mor_recursions if cfg.mor_router == "token" else 0
+    n_mod = sum(c is not None for c in cfg.layer_capacities)
+    return n_mod * (d + (1 if cfg.mod_gate == "tanhnorm" else 0) + predictor)
+
+
+def _applications(cfg: ModelConfig, seq_len: int) -> list[tuple[float, float]]:
+    """(fraction of tokens, visible keys per query) of every layer application, top-k routing."""
+    full = (1.0, (seq_len + 1) / 2)
+    routed = lambda c: (capacity_to_k(c, seq_len) / seq_len, (capacity_to_k(c, seq_len) + 1) / 2)
+    if cfg.mor_sharing == "none":
+        return [full if c is None else routed(c) for c in cfg.layer_capacities]
+    middle = cfg.mor_sharing == "middle_cycle"
+    m = (cfg.n_layers - 2 * middle) // cfg.mor_recursions
+    caps = (
+        recursion_capacities(cfg.mor_recursions) if cfg.mor_router == "expert" else [1.0] * cfg.mor_recursions
+    )
+    return [full] * middle + [routed(c) for c in caps for _ in range(m)] + [full] * middle
+
+
+def _router_flops(cfg: ModelConfig, seq_len: int) -> float:
+    """Forward router FLOPs per token (each router scores the tokens that reach it)."""
+    d, h = cfg.d_model, cfg.router_predictor_hidden
+    predictor = 2 * (d * h + h) if cfg.router_causal == "predictor" else 0
+    if cfg.mor_sharing == "none":
+        return sum(2 * d + predictor for c in cfg.layer_capacities if c is not None)
+    if cfg.mor_router == "token":
+        return 2 * d * cfg.mor_recursions
+    if cfg.mor_router == "none":
+        return 0.0
+    reached = [1.0] + [capacity_to_k(c, seq_len) / seq_len for c in recursion_capacities(cfg.mor_recursions)]
+    return sum((2 * d + predictor) * frac for frac in reached[: cfg.mor_recursions])
+
+
 def param_count(cfg: ModelConfig, *, include_embedding: bool = True) -> int:
     """Number of parameters of `Transformer(cfg)` (equals the size of its param tree)."""
     d = cfg.d_model
     per_layer = _layer_matmul_params(cfg) + 2 * d  # + two RMSNorm scales
-    total = cfg.n_layers * per_layer + d  # + final norm
+    total = _unique_layers(cfg) * per_layer + d + _router_params(cfg)  # + final norm
     if include_embedding:
         has_table = cfg.embedding == "learned" or cfg.lexinvariant_learned_prob > 0
         total += cfg.vocab_size * d * (int(has_table) + (0 if cfg.tie_embeddings else 1))
@@ -48,8 +104,9 @@ def param_count(cfg: ModelConfig, *, include_embedding: bool = True) -> int:
 
 def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) -> float:
     """Model FLOPs per token for a causal sequence of `seq_len` tokens (see module docstring)."""
-    matmul_params = cfg.n_layers * _layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
-    ctx = (seq_len + 1) / 2
-    attn = 2 * 2 * cfg.n_layers * cfg.n_heads * cfg.resolved_head_dim * ctx
-    forward = 2 * matmul_params + attn
+    per_key = 2 * 2 * cfg.n_heads * cfg.resolved_head_dim  # q k^T and p v, per query and key
+    layers = sum(
+        frac * (2 * _layer_matmul_params(cfg) + per_key * ctx) for frac, ctx in _applications(cfg, seq_len)
+    )
+    forward = layers + 2 * cfg.vocab_size * cfg.d_model + _router_flops(cfg, seq_len)
     return 3 * forward if training else forward

@@ -5,6 +5,11 @@
   h_l = h_l + SwiGLU(RMSNorm(h_l))
   logits = RMSNorm(h_L) E^T   (tied)   or   RMSNorm(h_L) W_out   (untied), float32
 
+Block kinds come from the config: `block_pattern` makes layers Mixture-of-Depths blocks
+(`rocket.models.mod.MoDBlock`, wrapping `Block`), and `mor_sharing` turns the body into a
+Mixture-of-Recursions stack of shared `Block`s (`rocket.models.mor.RecursiveStack`). Their router
+losses and statistics are returned in `aux["aux_losses"]` / `aux["metrics"]`.
+
 Signature shared by every rocket model (shared/DESIGN.md):
 
   model.apply(params, tokens[B, T], positions[B, T], *, cache=None, segment_ids=None,
@@ -28,6 +33,9 @@ from rocket.decode.cache import Cache, KVBlock, LayerCache
 from rocket.layers import Attention, RMSNorm, make_block_mask
 from rocket.layers.init import kernel_init
 from rocket.models.kinds import attention_kinds, make_embed, make_mlp
+from rocket.models.mod import MoDBlock
+from rocket.models.mor import RecursiveStack
+from rocket.routing import merge_router_extras
 
 _REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the whole block in the backward pass
@@ -69,10 +77,10 @@ class Block(nn.Module):
         return h_btd, kv
 
 
-def _block_class(cfg: ModelConfig) -> type[nn.Module]:
+def _block_class(cfg: ModelConfig, module: type[nn.Module] = Block) -> type[nn.Module]:
     if cfg.remat == "none":
-        return Block
-    return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+        return module
+    return nn.remat(module, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
 
 
 class Transformer(nn.Module):
@@ -123,15 +131,16 @@ class Transformer(nn.Module):
             h_btd, (k_lbthd, v_lbthd) = stack(
                 h_btd, positions, mask_btt, None if cache is None else cache.layers()
             )
-        else:
-            ks, vs = [], []
-            for i in range(cfg.n_layers):
-                h_btd, (k, v) = block_cls(cfg, name=f"layers_{i}")(
-                    h_btd, positions, mask_btt, None if cache is None else cache.layer(i)
+            valid_lbt, extras = None, []
+        else:  # one module per layer, by kind (MoD / MoR: rocket.models.mod, rocket.models.mor)
+            h_btd, kvs, valids, extras = self._layers(h_btd, positions, mask_btt, cache, segment_ids, routing)
+            if cache is not None:
+                k_lbthd, v_lbthd = jnp.stack([k for k, _ in kvs]), jnp.stack([v for _, v in kvs])
+                valid_lbt = (
+                    None
+                    if all(v is None for v in valids)
+                    else jnp.stack([jnp.ones((b, t), bool) if v is None else v for v in valids])
                 )
-                ks.append(k)
-                vs.append(v)
-            k_lbthd, v_lbthd = jnp.stack(ks), jnp.stack(vs)
 
         h_btd = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(h_btd)
         if cfg.tie_embeddings:
@@ -147,6 +156,33 @@ class Transformer(nn.Module):
             logits_btv, ("activation_batch", "activation_length", "activation_vocab")
         )
         aux: dict[str, Any] = {"hidden": h_btd}
+        aux.update(merge_router_extras(extras))
         if cache is not None:
-            aux["new_kv"] = KVBlock(k=k_lbthd, v=v_lbthd, positions=positions.astype(jnp.int32))
+            aux["new_kv"] = KVBlock(
+                k=k_lbthd, v=v_lbthd, positions=positions.astype(jnp.int32), valid=valid_lbt
+            )
         return logits_btv, aux
+
+    def _layers(self, h_btd, positions_bt, mask_btt, cache, segment_ids_bt, routing):
+        """The decoder body -> (h, kv per cache layer, valid[B, T] | None per cache layer, extras)."""
+        cfg = self.cfg
+        b, t = positions_bt.shape
+        valid_bt = jnp.ones((b, t), bool) if segment_ids_bt is None else segment_ids_bt != 0
+        block_cls = _block_class(cfg)
+        if cfg.mor_sharing != "none":
+            stack = RecursiveStack(cfg, block_cls, routing, name="mor")
+            h_btd, kvs, valids, extras = stack(h_btd, positions_bt, mask_btt, cache, valid_bt)
+            return h_btd, kvs, valids, [("mor", extras)]
+        kvs, valids, extras = [], [], []
+        for i, capacity in enumerate(cfg.layer_capacities):
+            layer_cache = None if cache is None else cache.layer(i)
+            if capacity is None:
+                h_btd, kv = block_cls(cfg, name=f"layers_{i}")(h_btd, positions_bt, mask_btt, layer_cache)
+                valid_i = None
+            else:
+                mod = _block_class(cfg, MoDBlock)(cfg, capacity, Block, routing, name=f"layers_{i}")
+                h_btd, kv, valid_i, layer_extras = mod(h_btd, positions_bt, mask_btt, layer_cache, valid_bt)
+                extras.append((f"mod/layer{i}", layer_extras))
+            kvs.append(kv)
+            valids.append(valid_i)
+        return h_btd, kvs, valids, extras

@@ -1,0 +1,19 @@
+"""MoR expert-choice (Bae et al.): middle-cycle sharing 1 + (2 x 2) + 1 = 6 layer applications,
+N_r = 2 recursions with capacities (1, 1/2), sigmoid gate alpha = 0.1, BCE aux loss 0.001.
+4 unique layers; equal total training FLOPs to the 5-layer dense baseline.
+
+python -m rocket.train --config experiments/configs/mor_ec2.py
+"""
+
+from experiments.iso_flop import routing_experiment
+
+
+def get_config():
+    return routing_experiment(
+        "mor_ec2",
+        baseline_layers=5,
+        n_layers=6,
+        mor_sharing="middle_cycle",
+        mor_recursions=2,
+        mor_router="expert",
+    )
