@@ -10,7 +10,6 @@ import pytest
 
 from rocket.config import ModelConfig
 from rocket.decode import commit_block, new_cache
-from rocket.decode.generate import prefill
 from rocket.models import flops_per_token, param_count
 from rocket.models.mod import MoDBlock
 from rocket.models.transformer import Block
@@ -117,8 +116,11 @@ def test_prefill_then_single_steps_equal_the_full_causal_forward(overrides):
     full, aux_full = model.apply(params, tokens, positions_for(tokens), routing="causal")
     p = 5
     cache = new_cache(model, 2, 16)
-    last, cache = prefill(model, params, tokens[:, :p], jnp.array([p, p]), cache)
-    chex.assert_trees_all_close(last, full[:, p - 1], atol=1e-4)
+    prompt_logits, aux = model.apply(
+        params, tokens[:, :p], positions_for(tokens)[:, :p], cache=cache, routing="causal"
+    )
+    cache = commit_block(cache, aux["new_kv"], p)  # prefill
+    chex.assert_trees_all_close(prompt_logits, full[:, :p], atol=1e-4)
     step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal"))
     for i in range(p, 12):
         logits, aux = step(cache, tokens[:, i : i + 1], jnp.full((2, 1), i, jnp.int32))

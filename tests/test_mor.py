@@ -9,7 +9,6 @@ import pytest
 
 from rocket.config import ModelConfig
 from rocket.decode import commit_block, new_cache
-from rocket.decode.generate import prefill
 from rocket.models.mor import RecursiveStack
 from rocket.models.transformer import Block
 from rocket.train.step import per_token_loss
@@ -86,8 +85,11 @@ def test_causal_mode_is_causal_and_matches_prefill_plus_steps(overrides):
     chex.assert_trees_all_close(full[:, :6], changed[:, :6], atol=1e-5)
     p = 4
     cache = new_cache(model, 2, 12)
-    last, cache = prefill(model, params, tokens[:, :p], jnp.array([p, p]), cache)
-    chex.assert_trees_all_close(last, full[:, p - 1], atol=1e-4)
+    prompt_logits, aux = model.apply(
+        params, tokens[:, :p], positions_for(tokens)[:, :p], cache=cache, routing="causal"
+    )
+    cache = commit_block(cache, aux["new_kv"], p)  # prefill
+    chex.assert_trees_all_close(prompt_logits, full[:, :p], atol=1e-4)
     step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal"))
     for i in range(p, 12):
         logits, aux = step(cache, tokens[:, i : i + 1], jnp.full((2, 1), i, jnp.int32))
