@@ -22,7 +22,7 @@ import shutil
 import jax
 import numpy as np
 
-from experiments.kinds_common import by_bucket, eval_batches, experiment, per_token, restore_params, run
+from experiments.common import by_bucket, eval_batches, experiment, per_token, restore_params, run
 
 EDGES = [0, 16, 64, 128, 256]
 

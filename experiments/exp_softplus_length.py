@@ -16,7 +16,7 @@ import argparse
 import os
 import shutil
 
-from experiments.kinds_common import (
+from experiments.common import (
     by_bucket,
     eval_batches,
     experiment,

@@ -22,7 +22,7 @@ import shutil
 import jax
 import numpy as np
 
-from experiments.kinds_common import eval_batches, experiment, per_token, restore_params, run
+from experiments.common import eval_batches, experiment, per_token, restore_params, run
 from rocket.models import flops_per_token, param_count
 from rocket.models.tokenformer import grow_checkpoint
 

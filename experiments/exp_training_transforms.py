@@ -18,12 +18,9 @@ import statistics
 import tempfile
 import time
 
+from experiments.common import experiment
 from rocket.config import (
-    DataConfig,
     ExperimentConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
 )
 from rocket.data import build_data
 from rocket.train.loop import train
@@ -47,23 +44,9 @@ def dd_cycles(cfg: ExperimentConfig) -> int:
 
 def base_config(steps: int, seed: int, quick: bool, workdir: str) -> ExperimentConfig:
     d, layers = (96, 2) if quick else (128, 4)
-    return ExperimentConfig(
-        model=ModelConfig(
-            vocab_size=259, d_model=d, n_layers=layers, n_heads=4, n_kv_heads=2, max_seq_len=128
-        ),
-        data=DataConfig(corpus="stdlib", tokenizer="byte", seq_len=128, batch_size=16, eval_batches=16),
-        optim=OptimConfig(lr=3e-3, warmup_steps=min(30, steps // 10), schedule="cosine"),
-        train=TrainConfig(
-            steps=steps,
-            seed=seed,
-            workdir=workdir,
-            log_every=max(steps // 4, 1),
-            eval_every=steps,
-            ckpt_every=steps,
-            keep_checkpoints=1,
-            sample_tokens=0,
-            progress=False,
-        ),
+    # vocab 259: the byte tokenizer's 258 ids + MEAP's [MASK] id
+    return experiment(
+        workdir, steps=steps, seed=seed, eval_batches=16, vocab_size=259, d_model=d, n_layers=layers
     )
 
 

@@ -1,6 +1,6 @@
-"""Shared pieces of the layer-kind experiments (exp_tokenformer_growth, exp_softplus_length,
-exp_lexinvariant): small byte-level runs of the standard trainer on the built-in corpus, restoring
-their parameters, and per-position evaluation."""
+"""Shared pieces of rocket's experiments (exp_tokenformer_growth, exp_softplus_length,
+exp_lexinvariant, exp_training_transforms, ...): small byte-level runs of the standard trainer on the
+built-in corpus, restoring their parameters, and per-position evaluation."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def experiment(
     batch_size: int = 16,
     lr: float = 3e-3,
     seed: int = 0,
+    eval_batches: int = 8,
     **model: Any,
 ) -> ExperimentConfig:
     """A byte-level run on the stdlib corpus: d=64, 2 layers unless `model` overrides."""
@@ -37,7 +38,7 @@ def experiment(
     model.setdefault("max_seq_len", seq_len)
     return ExperimentConfig(
         model=ModelConfig(**model),
-        data=DataConfig(seq_len=seq_len, batch_size=batch_size, eval_batches=8),
+        data=DataConfig(seq_len=seq_len, batch_size=batch_size, eval_batches=eval_batches),
         optim=OptimConfig(lr=lr, warmup_steps=min(30, steps // 10), schedule="cosine"),
         train=TrainConfig(
             steps=steps,
