@@ -118,6 +118,9 @@ class ModelConfig:
       mor_aux_coef: expert-choice BCE weight (summed over recursions; paper 0.001).
       mor_z_loss_coef: router z-loss weight (paper: 0 for expert-choice, 1e-5 for token-choice).
       mor_balance_coef: token-choice balancing loss weight (paper 0.1).
+      mor_kv: "recursion" (recursion-wise caching: every layer application has its own K/V) or
+        "share" (recursive KV sharing: recursions r >= 1 attend to recursion 0's K/V of the same
+        shared layer, and only those are cached, so `cache_layers` = L - (N_r - 1) m).
     """
 
     vocab_size: int = 258
@@ -169,6 +172,7 @@ class ModelConfig:
     mor_aux_coef: float = 0.001
     mor_z_loss_coef: float = 0.0
     mor_balance_coef: float = 0.1
+    mor_kv: str = "recursion"
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
@@ -313,6 +317,11 @@ class ModelConfig:
             f"must be 'softmax' or 'sigmoid', got {self.mor_token_gate!r}",
         )
         _check(self.mor_temp > 0, "mor_temp", "must be positive")
+        _check(
+            self.mor_kv in ("recursion", "share"),
+            "mor_kv",
+            f"must be 'recursion' or 'share', got {self.mor_kv!r}",
+        )
         for name in ("mor_aux_coef", "mor_z_loss_coef", "mor_balance_coef"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         if self.mor_sharing != "none":
@@ -353,8 +362,12 @@ class ModelConfig:
 
     @property
     def cache_layers(self) -> int:
-        """Number of K/V layers in a decoding cache (one per attention application)."""
-        return self.n_layers
+        """Number of K/V layers in a decoding cache (one per attention application; with MoR
+        recursive KV sharing only the first recursion of the shared layers has its own)."""
+        if self.mor_sharing == "none" or self.mor_kv == "recursion":
+            return self.n_layers
+        shared = self.n_layers - (2 if self.mor_sharing == "middle_cycle" else 0)
+        return self.n_layers - shared + shared // self.mor_recursions
 
     @property
     def resolved_d_ff(self) -> int:

@@ -10,7 +10,7 @@ import pytest
 from rocket.config import ModelConfig
 from rocket.decode import commit_block, new_cache
 from rocket.models.mor import RecursiveStack
-from rocket.models.transformer import Block
+from rocket.models.transformer import Block, Transformer
 from rocket.train.step import per_token_loss
 from tests.helpers import TINY, positions_for, tiny_model
 
@@ -114,3 +114,90 @@ def test_routers_get_gradient_from_the_language_model_loss(overrides):
     g = jax.jit(jax.grad(lambda p: jnp.mean(per_token_loss(model, p, batch)[0])))(params["params"])
     routers = [v["w"].value for k, v in g["mor"].items() if k.startswith("router")]
     assert routers and all(float(jnp.abs(w).max()) > 1e-7 for w in routers)
+
+
+# --- recursive KV sharing (mor_kv="share") ---
+SHARE_EC = dict(EC, mor_kv="share")  # cache: first, shared_0 (recursion 0), last
+SHARE_TC = dict(TC, mor_kv="share")  # cache: shared_0, shared_1 (recursion 0)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "softplus"])
+def test_attention_on_its_own_shared_kv_is_the_default_path(kind):
+    """The opt-in changes only where K/V come from: fed the K/V it computed itself, it is unchanged."""
+    from rocket.layers.attention import Attention
+
+    attn = Attention(4, 2, 8, 10_000.0, kind=kind)
+    x = jax.random.normal(jax.random.key(0), (2, 6, 16))
+    pos, mask = positions_for(x[..., 0]), jnp.tril(jnp.ones((2, 6, 6), bool))
+    params = attn.init(jax.random.key(1), x, pos, mask)
+    y, (k, v) = attn.apply(params, x, pos, mask)
+    y_shared, kv_shared = attn.apply(params, x, pos, mask, None, (k, v, pos))
+    np.testing.assert_allclose(y_shared, y, rtol=1e-6, atol=1e-6)
+    assert kv_shared[0] is k and kv_shared[1] is v
+    y_rows, _ = attn.apply(params, x[:, 2:4], pos[:, 2:4], mask[:, 2:4], None, (k, v, pos))  # gathered q
+    np.testing.assert_allclose(y_rows, y[:, 2:4], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [SHARE_EC, SHARE_TC])
+def test_kv_sharing_is_causal_and_prefill_plus_steps_match_the_full_forward(overrides):
+    model, params = tiny_model(**overrides)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * 200.0 if "router" in jax.tree_util.keystr(path) else x, params
+    )
+    tokens, p, n = _tokens(t=12), 4, model.cfg.cache_layers
+    apply = jax.jit(lambda t: model.apply(params, t, positions_for(t), routing="causal")[0])
+    full = apply(tokens)
+    changed = apply(tokens.at[:, 6:].set((tokens[:, 6:] * 7 + 1) % TINY["vocab_size"]))
+    chex.assert_trees_all_close(full[:, :6], changed[:, :6], atol=1e-5)
+    assert np.abs(np.asarray(full[:, 6:] - changed[:, 6:])).max() > 1e-3  # the test can fail
+    cache = new_cache(model, 2, 12)
+    assert n == (3 if overrides is SHARE_EC else 2) and cache.k.shape[0] == n
+    prompt_logits, aux = model.apply(
+        params, tokens[:, :p], positions_for(tokens)[:, :p], cache=cache, routing="causal"
+    )
+    assert aux["new_kv"].k.shape[0] == n and aux["new_kv"].valid.shape[0] == n
+    cache = commit_block(cache, aux["new_kv"], p)
+    chex.assert_trees_all_close(prompt_logits, full[:, :p], atol=1e-4)
+    step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal"))
+    for i in range(p, 12):
+        logits, aux = step(cache, tokens[:, i : i + 1], jnp.full((2, 1), i, jnp.int32))
+        cache = commit_block(cache, aux["new_kv"], 1)
+        chex.assert_trees_all_close(logits[:, 0], full[:, i], atol=1e-4)
+    np.testing.assert_array_equal(cache.length, 12)  # recursion 0 runs every token: every layer is full
+
+
+def test_kv_sharing_keeps_the_parameters_and_skips_kv_projections_in_flops():
+    from rocket.models.accounting import flops_per_token, param_count
+
+    plain = dict(n_layers=4, mor_sharing="cycle", mor_recursions=2, mor_router="none")
+    share_model, share_params = tiny_model(**plain, mor_kv="share")
+    rec_model, rec_params = tiny_model(**plain)
+    chex.assert_trees_all_equal_shapes(share_params, rec_params)
+    assert param_count(share_model.cfg) == param_count(rec_model.cfg)
+    assert (rec_model.cfg.cache_layers, share_model.cfg.cache_layers) == (4, 2)
+    # plain recursion: every token at every recursion, so only the K/V projections of the
+    # (N_r - 1) m = 2 shared-KV applications go: 3 (train) x 2 (FLOPs per MAC) x 2 x D x H_kv D_h each
+    d, hkv = TINY["d_model"], TINY["n_kv_heads"] * share_model.cfg.resolved_head_dim
+    saved = flops_per_token(rec_model.cfg, 64) - flops_per_token(share_model.cfg, 64)
+    np.testing.assert_allclose(saved, 2 * 3 * 2 * 2 * d * hkv)
+    # expert-choice: the k_r queries see all T keys (attention x k_r / T instead of (k_r / T)^2)
+    ec_rec, ec_share = ModelConfig(**{**TINY, **EC}), ModelConfig(**{**TINY, **SHARE_EC})
+    per_key = 2 * 2 * TINY["n_heads"] * ec_rec.resolved_head_dim
+    expected = sum(  # recursions 1, 2 of 64 tokens: k = 42, 21
+        (k / 64) * (2 * 2 * d * hkv + per_key * ((k + 1) / 2 - 65 / 2)) for k in (42, 21)
+    )
+    saved = flops_per_token(ec_rec, 64, training=False) - flops_per_token(ec_share, 64, training=False)
+    np.testing.assert_allclose(saved, expected)
+
+
+def test_kv_sharing_changes_the_model_and_bad_values_are_rejected():
+    from rocket.config import ConfigError
+
+    model, params = tiny_model(**EC)
+    share = Transformer(ModelConfig(**{**TINY, **SHARE_EC}))
+    tokens = _tokens()
+    out = model.apply(params, tokens, positions_for(tokens))[0]
+    out_share = share.apply(params, tokens, positions_for(tokens))[0]
+    assert np.abs(np.asarray(out - out_share)).max() > 1e-4
+    with pytest.raises(ConfigError, match="mor_kv"):
+        ModelConfig(**{**TINY, **EC}, mor_kv="layer")

@@ -157,21 +157,31 @@ class Attention(nn.Module):
         positions_bt: jax.Array,
         block_mask_btt: jax.Array,
         cache: LayerCache | None = None,
+        shared_kv: tuple[jax.Array, jax.Array, jax.Array] | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """`shared_kv` = (k, v, positions) [B, S, H_kv, D_h] x2 and [B, S] opts into attending to K/V
+        that another application of this layer returned (MoR recursive KV sharing): no K/V projection
+        runs, `block_mask_btt` is then [B, T, S] over those keys, and (k, v) is returned unchanged."""
         d = x_btd.shape[-1]
         x = x_btd.astype(self.dtype)
+        rope_at_read = cache is not None and cache.rope_at_read
         q_bthd = self._project_in("wq", x, self.n_heads, ("heads", "head_dim"))
-        k_bthd = self._project_in("wk", x, self.n_kv_heads, ("kv_heads", "head_dim"))
-        v_bthd = self._project_in("wv", x, self.n_kv_heads, ("kv_heads", "head_dim"))
+        if shared_kv is None:
+            k_bthd = self._project_in("wk", x, self.n_kv_heads, ("kv_heads", "head_dim"))
+            v_bthd = self._project_in("wv", x, self.n_kv_heads, ("kv_heads", "head_dim"))
+            k_positions_bt = positions_bt
+        else:  # keys as returned: before RoPE iff the cache rotates at read time
+            k_bthd, v_bthd, k_positions_bt = shared_kv
         q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta)
         k_raw_bthd = k_bthd  # returned instead of the rotated keys for caches that rotate at read time
-        k_bthd = apply_rope(k_bthd, positions_bt, self.rope_theta)
+        if shared_kv is None or rope_at_read:
+            k_bthd = apply_rope(k_bthd, k_positions_bt, self.rope_theta)
         q_bthd = nn.with_logical_constraint(
             q_bthd, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
         )
 
-        rope_at_read = cache is not None and cache.rope_at_read
-        if cache is not None and not rope_at_read and resolve_impl(self.impl) == "pallas":
+        same_len = k_bthd.shape[1] == q_bthd.shape[1]  # the split-K kernel's in-flight block is the queries'
+        if cache is not None and not rope_at_read and same_len and resolve_impl(self.impl) == "pallas":
             out_bthd = pallas_cached_attention(  # split-K kernel over the cache
                 q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt, kind=self.kind, power=self.power
             )

@@ -20,6 +20,8 @@ Adaptive depth (top-k routing, as trained): a layer application that processes k
 costs k / T of the matmuls per token and sees ctx = (k + 1) / 2 keys (attention x (k / T)^2 in
 total). MoD layers route k = max(1, floor(c T)); MoR expert-choice recursion r routes k_r over its
 m shared layers; token-choice and plain recursion run every token (they compute all and mask).
+With MoR recursive KV sharing (`mor_kv="share"`) recursions r >= 1 skip the K and V projections and
+their k_r queries see ctx = (T + 1) / 2 keys of recursion 0 (attention x k_r / T).
 Routers cost 2 D E per token they score (E outputs), a causal predictor 2 (D h + h).
 """
 
@@ -28,6 +30,12 @@ from __future__ import annotations
 from rocket.config import ModelConfig
 from rocket.models.mor import recursion_capacities
 from rocket.routing import capacity_to_k
+
+
+def _kv_projection_params(cfg: ModelConfig) -> int:
+    """Parameters of a layer's K and V projections (skipped by MoR shared-KV recursions)."""
+    d, hkv = cfg.d_model, cfg.n_kv_heads * cfg.resolved_head_dim
+    return cfg.resolved_n_param_tokens * 2 * (d + hkv) if cfg.projection == "pattention" else 2 * d * hkv
 
 
 def _layer_matmul_params(cfg: ModelConfig) -> int:
@@ -61,10 +69,11 @@ def _router_params(cfg: ModelConfig) -> int:
     return n_mod * (d + (1 if cfg.mod_gate == "tanhnorm" else 0) + predictor)
 
 
-def _applications(cfg: ModelConfig, seq_len: int) -> list[tuple[float, float]]:
-    """(fraction of tokens, visible keys per query) of every layer application, top-k routing."""
-    full = (1.0, (seq_len + 1) / 2)
-    routed = lambda c: (capacity_to_k(c, seq_len) / seq_len, (capacity_to_k(c, seq_len) + 1) / 2)
+def _applications(cfg: ModelConfig, seq_len: int) -> list[tuple[float, float, bool]]:
+    """(fraction of tokens, visible keys per query, projects K/V) of every layer application, top-k."""
+    full = (1.0, (seq_len + 1) / 2, True)
+    frac = lambda c: capacity_to_k(c, seq_len) / seq_len
+    routed = lambda c: (frac(c), (capacity_to_k(c, seq_len) + 1) / 2, True)
     if cfg.mor_sharing == "none":
         return [full if c is None else routed(c) for c in cfg.layer_capacities]
     middle = cfg.mor_sharing == "middle_cycle"
@@ -72,7 +81,9 @@ def _applications(cfg: ModelConfig, seq_len: int) -> list[tuple[float, float]]:
     caps = (
         recursion_capacities(cfg.mor_recursions) if cfg.mor_router == "expert" else [1.0] * cfg.mor_recursions
     )
-    return [full] * middle + [routed(c) for c in caps for _ in range(m)] + [full] * middle
+    shared_kv = lambda c: (frac(c), (seq_len + 1) / 2, False)  # queries against recursion 0's keys
+    recs = [routed(c) if r == 0 or cfg.mor_kv == "recursion" else shared_kv(c) for r, c in enumerate(caps)]
+    return [full] * middle + [app for app in recs for _ in range(m)] + [full] * middle
 
 
 def _router_flops(cfg: ModelConfig, seq_len: int) -> float:
@@ -105,8 +116,10 @@ def param_count(cfg: ModelConfig, *, include_embedding: bool = True) -> int:
 def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) -> float:
     """Model FLOPs per token for a causal sequence of `seq_len` tokens (see module docstring)."""
     per_key = 2 * 2 * cfg.n_heads * cfg.resolved_head_dim  # q k^T and p v, per query and key
+    kv_params = _kv_projection_params(cfg)
     layers = sum(
-        frac * (2 * _layer_matmul_params(cfg) + per_key * ctx) for frac, ctx in _applications(cfg, seq_len)
+        frac * (2 * (_layer_matmul_params(cfg) - (0 if kv else kv_params)) + per_key * ctx)
+        for frac, ctx, kv in _applications(cfg, seq_len)
     )
     forward = layers + 2 * cfg.vocab_size * cfg.d_model + _router_flops(cfg, seq_len)
     return 3 * forward if training else forward

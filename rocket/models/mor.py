@@ -2,8 +2,17 @@
 
 A recursive stack reuses m shared layers Phi' = (B_1 .. B_m) for N_r recursions. Sharing
 (`mor_sharing`): "cycle" unrolls Phi' N_r times (m = L / N_r); "middle_cycle" keeps a unique first
-and last layer around it (m = (L - 2) / N_r). `n_layers` = L counts layer applications, and the
-decoding cache has one K/V layer per application (recursion-wise caching), in application order.
+and last layer around it (m = (L - 2) / N_r). `n_layers` = L counts layer applications.
+
+KV options (`mor_kv`):
+- "recursion" (recursion-wise caching): every application computes its own K/V from its input and
+  attends among the tokens active there; the cache has one K/V layer per application (L layers, in
+  application order), and a deeper recursion's layer holds only its active tokens.
+- "share" (recursive KV sharing): recursion r >= 1 of shared layer B_j runs no K/V projection; its
+  queries attend (causal, segment-masked) to the K/V that recursion 0 of B_j computed for every valid
+  token. Only those are cached: cfg.cache_layers = L - (N_r - 1) m layers (first, B_1 .. B_m, last).
+  As in the official code, training runs this as "all keys, masked" (top-k: gathered queries against
+  the full key length).
 
 Routers (`mor_router`):
 - "expert" (expert-choice, hierarchical). At recursion r (0-based) a linear router theta_r scores
@@ -24,10 +33,10 @@ Routers (`mor_router`):
 - "none": a plain recursive transformer (every token, every recursion, no gate).
 
 Cost: expert-choice top-k runs each recursion on its k_r gathered tokens (projections x k_r / T,
-attention x (k_r / T)^2). Token-choice and routing="causal" keep static shapes by running every
-token and masking keys to the active ones (no FLOP saving; skipped tokens write no K/V).
-Not implemented: recursive KV sharing, capacity warm-up (the model call has no step), loss-free
-balancing.
+attention x (k_r / T)^2; with KV sharing no K/V projection at r >= 1 and attention x k_r / T).
+Token-choice and routing="causal" keep static shapes by running every token and masking keys to the
+active ones (no FLOP saving; skipped tokens write no K/V).
+Not implemented: capacity warm-up (the model call has no step), loss-free balancing.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ def recursion_capacities(n_recursions: int) -> tuple[float, ...]:
 
 
 class RecursiveStack(nn.Module):
-    """The MoR body: (h[B, T, D], ...) -> (h, kv per application, valid[B, T] per application, extras)."""
+    """The MoR body: (h[B, T, D], ...) -> (h, kv per cache layer, valid[B, T] per cache layer, extras)."""
 
     cfg: ModelConfig
     block_cls: type[nn.Module]  # the shared layer, e.g. rocket.models.transformer.Block
@@ -82,7 +91,9 @@ class RecursiveStack(nn.Module):
         middle = cfg.mor_sharing == "middle_cycle"
         m = (cfg.n_layers - 2 * middle) // cfg.mor_recursions
         shared = [self.block_cls(cfg, name=f"shared_{j}") for j in range(m)]
-        caches = [None if cache is None else cache.layer(i) for i in range(cfg.n_layers)]
+        caches = [None if cache is None else cache.layer(i) for i in range(cfg.cache_layers)]
+        share = cfg.mor_kv == "share"
+        kv0: list[tuple[jax.Array, jax.Array, jax.Array]] = []  # recursion 0's (k, v, positions) per layer
         kvs: list[KV] = []
         valids: list[jax.Array] = []
         if middle:
@@ -93,7 +104,14 @@ class RecursiveStack(nn.Module):
         def run(r: int, x, pos, mask, idx_bk=None) -> jax.Array:
             """Recursion r: the m shared layers on x[B, k, D] (k = T when idx is None)."""
             for j, layer in enumerate(shared):
+                if share and r > 0:  # queries against recursion 0's K/V of all tokens: the block's
+                    # causal + segment mask, not restricted to the tokens active at r (nothing cached)
+                    shared_mask = mask_btt if idx_bk is None else gather(mask_btt, idx_bk)  # [B, k, T]
+                    x, _ = layer(x, pos, shared_mask, caches[int(middle) + j], kv0[j])
+                    continue
                 x, kv = layer(x, pos, mask, caches[int(middle) + r * m + j])
+                if share:  # recursion 0 always runs every token (capacity 1), so kv is [B, T, ...]
+                    kv0.append((*kv, positions_bt))
                 kvs.append(
                     scatter_kv(kv, idx_bk, h_btd.shape[1]) if idx_bk is not None and cache is not None else kv
                 )
@@ -101,7 +119,7 @@ class RecursiveStack(nn.Module):
 
         body = {"expert": self._expert, "token": self._token, "none": self._plain}[cfg.mor_router]
         h_btd, rec_valids, extras = body(run, h_btd, positions_bt, mask_btt, valid_bt)
-        valids.extend(v for v in rec_valids for _ in range(m))
+        valids.extend(v for v in (rec_valids[:1] if share else rec_valids) for _ in range(m))
         if middle:
             h_btd, kv = self.block_cls(cfg, name="last")(h_btd, positions_bt, mask_btt, caches[-1])
             kvs.append(kv)

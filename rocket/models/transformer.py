@@ -51,7 +51,12 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(
-        self, h_btd: jax.Array, positions_bt: jax.Array, block_mask_btt: jax.Array, cache: LayerCache | None
+        self,
+        h_btd: jax.Array,
+        positions_bt: jax.Array,
+        block_mask_btt: jax.Array,
+        cache: LayerCache | None,
+        shared_kv: tuple[jax.Array, jax.Array, jax.Array] | None = None,  # see Attention (MoR KV sharing)
     ):
         cfg = self.cfg
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -68,7 +73,7 @@ class Block(nn.Module):
             name="attn",
             **attention_kinds(cfg),
         )
-        y_btd, kv = attn(norm("attn_norm")(h_btd), positions_bt, block_mask_btt, cache)
+        y_btd, kv = attn(norm("attn_norm")(h_btd), positions_bt, block_mask_btt, cache, shared_kv)
         h_btd = h_btd + y_btd.astype(h_btd.dtype)
         h_btd = h_btd + make_mlp(cfg, name="mlp")(norm("mlp_norm")(h_btd)).astype(h_btd.dtype)
         h_btd = nn.with_logical_constraint(
