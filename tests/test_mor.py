@@ -199,5 +199,9 @@ def test_kv_sharing_changes_the_model_and_bad_values_are_rejected():
     out = model.apply(params, tokens, positions_for(tokens))[0]
     out_share = share.apply(params, tokens, positions_for(tokens))[0]
     assert np.abs(np.asarray(out - out_share)).max() > 1e-4
+    # top-k prefill into an empty cache (gathered queries against all keys): same logits, 3 full layers
+    cached, aux = share.apply(params, tokens, positions_for(tokens), cache=new_cache(share, 2, 12))
+    np.testing.assert_allclose(cached, out_share, rtol=1e-5, atol=1e-5)
+    assert aux["new_kv"].k.shape[0] == 3 and np.asarray(aux["new_kv"].valid).all()
     with pytest.raises(ConfigError, match="mor_kv"):
         ModelConfig(**{**TINY, **EC}, mor_kv="layer")
