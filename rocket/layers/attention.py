@@ -46,12 +46,26 @@ def attention_fn(
     kind: str = "softmax",
     impl: str = "xla",
     power: float | None = None,
+    causal_segment_ids_bt: jax.Array | None = None,
 ) -> jax.Array:
-    """Masked grouped-query attention -> [B, T, H, D_h] in q's dtype. See module docstring."""
+    """Masked grouped-query attention -> [B, T, H, D_h] in q's dtype. See module docstring.
+
+    `causal_segment_ids_bt` (int [B, T]; optional) states that `mask_bts` is exactly causal AND
+    same-segment for these ids (`make_block_mask(ids, None, T, B)`, no cache): impl "pallas" then
+    runs the flash kernel with causal tile skipping and no dense mask; "xla" ignores it.
+    """
     if kind not in ATTENTION_KINDS:
         raise ValueError(f"unknown attention kind {kind!r}; available: {ATTENTION_KINDS}")
     if resolve_impl(impl) == "pallas":
-        return pallas_attention(q_bthd, k_bskd, v_bskd, mask_bts, kind=kind, power=power)
+        return pallas_attention(
+            q_bthd,
+            k_bskd,
+            v_bskd,
+            mask_bts,
+            kind=kind,
+            power=power,
+            causal_segment_ids_bt=causal_segment_ids_bt,
+        )
     b, t, h, d = q_bthd.shape
     kv_heads = k_bskd.shape[2]
     if h % kv_heads:
@@ -158,10 +172,18 @@ class Attention(nn.Module):
         block_mask_btt: jax.Array,
         cache: LayerCache | None = None,
         shared_kv: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+        causal_segment_ids_bt: jax.Array | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """`shared_kv` = (k, v, positions) [B, S, H_kv, D_h] x2 and [B, S] opts into attending to K/V
         that another application of this layer returned (MoR recursive KV sharing): no K/V projection
-        runs, `block_mask_btt` is then [B, T, S] over those keys, and (k, v) is returned unchanged."""
+        runs, `block_mask_btt` is then [B, T, S] over those keys, and (k, v) is returned unchanged.
+
+        `causal_segment_ids_bt`: optional int [B, T]; given only when `block_mask_btt` is exactly
+        `make_block_mask(ids, None, T, B)` and there is no cache (see `attention_fn`)."""
+        if cache is not None and causal_segment_ids_bt is not None:
+            raise ValueError("causal_segment_ids_bt describes a cache-free block mask; got a cache too")
+        if shared_kv is not None and causal_segment_ids_bt is not None:
+            raise ValueError("causal_segment_ids_bt describes a square causal mask; got shared K/V too")
         d = x_btd.shape[-1]
         x = x_btd.astype(self.dtype)
         rope_at_read = cache is not None and cache.rope_at_read
@@ -196,7 +218,14 @@ class Attention(nn.Module):
                 values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
                 mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
             out_bthd = attention_fn(
-                q_bthd, keys, values, mask, kind=self.kind, impl=self.impl, power=self.power
+                q_bthd,
+                keys,
+                values,
+                mask,
+                kind=self.kind,
+                impl=self.impl,
+                power=self.power,
+                causal_segment_ids_bt=causal_segment_ids_bt,
             )
             if self.is_mutable_collection("intermediates"):  # ssToken reads the probabilities
                 self.sow("intermediates", "attn_probs", attention_probs(q_bthd, keys, mask))

@@ -8,9 +8,11 @@ What "pallas" runs for attention (`pallas_attention`), given rocket's boolean ma
     `jax.nn.dot_product_attention(..., implementation="cudnn")` (maintained, faster than ours),
     falling back to our kernel when cuDNN rejects the call at trace time (logged);
   * everything else (softmax in f32 or on TPU, softplus LSSA / LSSAR): rocket's own flash kernel
-    `pallas_kernels.flash_attention.attention` with the dense mask streamed as int8 tiles (exact for
-    any mask: cache visibility, segments, token trees). Cost: B*T*S bytes of mask, small next to
-    the attention's 4*B*H*T*S*D FLOPs; no causal tile skipping (the mask hides the structure).
+    `pallas_kernels.flash_attention.attention`. When the caller knows the mask is exactly
+    causal AND same-segment (`causal_segment_ids_bt`: training without a cache or a user mask),
+    the kernel gets causal + segment ids and no dense mask: no mask bytes, and the key tiles above
+    the diagonal are skipped (~half the FLOPs). Otherwise the dense mask is streamed as int8 tiles
+    (exact for any mask: cache visibility, MoD/MoR routing, token trees; B*T*S bytes, no skipping).
 A row with nothing visible gives a finite result (a uniform average for softmax, 0 for softplus);
 the kernels may average over a different set of masked keys than the jnp reference there.
 Multi-device: the kernels are not yet wrapped in `shard_map`; under a sharded (GSPMD) jit XLA
@@ -47,8 +49,12 @@ def pallas_attention(
     *,
     kind: str = "softmax",
     power: float | None = None,
+    causal_segment_ids_bt: jax.Array | None = None,
 ) -> jax.Array:
-    """Masked GQA attention of `kind` ("softmax" | "softplus") through cuDNN or the Pallas kernel."""
+    """Masked GQA attention of `kind` ("softmax" | "softplus") through cuDNN or the Pallas kernel.
+
+    `causal_segment_ids_bt` (int [B, T], T == S), when given, promises mask_bts == causal AND
+    (ids[t] == ids[s]); our kernel then uses causal tile skipping instead of the dense mask."""
     from pallas_kernels.flash_attention import attention
 
     use_cudnn = (
@@ -61,6 +67,10 @@ def pallas_attention(
             )
         except (NotImplementedError, ValueError, RuntimeError) as err:
             _log.warning("cuDNN attention unavailable (%s); using the Pallas flash kernel", err)
+    if causal_segment_ids_bt is not None:
+        return attention(
+            q_bthd, k_bskd, v_bskd, kind=kind, power=power, segment_ids=causal_segment_ids_bt, causal=True
+        )
     return attention(q_bthd, k_bskd, v_bskd, kind=kind, power=power, mask=mask_bts)
 
 

@@ -57,6 +57,7 @@ class Block(nn.Module):
         block_mask_btt: jax.Array,
         cache: LayerCache | None,
         shared_kv: tuple[jax.Array, jax.Array, jax.Array] | None = None,  # see Attention (MoR KV sharing)
+        causal_segment_ids_bt: jax.Array | None = None,  # see Attention: only when the mask is exact
     ):
         cfg = self.cfg
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -73,7 +74,9 @@ class Block(nn.Module):
             name="attn",
             **attention_kinds(cfg),
         )
-        y_btd, kv = attn(norm("attn_norm")(h_btd), positions_bt, block_mask_btt, cache, shared_kv)
+        y_btd, kv = attn(
+            norm("attn_norm")(h_btd), positions_bt, block_mask_btt, cache, shared_kv, causal_segment_ids_bt
+        )
         h_btd = h_btd + y_btd.astype(h_btd.dtype)
         h_btd = h_btd + make_mlp(cfg, name="mlp")(norm("mlp_norm")(h_btd)).astype(h_btd.dtype)
         h_btd = nn.with_logical_constraint(
@@ -122,6 +125,11 @@ class Transformer(nn.Module):
             h_btd, ("activation_batch", "activation_length", "activation_embed")
         )
         mask_btt = make_block_mask(segment_ids, block_mask, t, b)
+        # Without a cache or a user mask, mask_btt is exactly causal AND same-segment: blocks that
+        # attend over the unchanged mask pass these ids on, so fused kernels skip the dense mask.
+        causal_ids_bt = None
+        if cache is None and block_mask is None:
+            causal_ids_bt = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids
 
         block_cls = _block_class(cfg)
         if cfg.scan_layers:
@@ -129,16 +137,18 @@ class Transformer(nn.Module):
                 block_cls,
                 variable_axes={"params": 0, "intermediates": 0},
                 split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast, 0),
+                in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
                 length=cfg.n_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, name="layers")
             h_btd, (k_lbthd, v_lbthd) = stack(
-                h_btd, positions, mask_btt, None if cache is None else cache.layers()
+                h_btd, positions, mask_btt, None if cache is None else cache.layers(), None, causal_ids_bt
             )
             valid_lbt, extras = None, []
         else:  # one module per layer, by kind (MoD / MoR: rocket.models.mod, rocket.models.mor)
-            h_btd, kvs, valids, extras = self._layers(h_btd, positions, mask_btt, cache, segment_ids, routing)
+            h_btd, kvs, valids, extras = self._layers(
+                h_btd, positions, mask_btt, cache, segment_ids, routing, causal_ids_bt
+            )
             if cache is not None:
                 k_lbthd, v_lbthd = jnp.stack([k for k, _ in kvs]), jnp.stack([v for _, v in kvs])
                 valid_lbt = (
@@ -168,8 +178,11 @@ class Transformer(nn.Module):
             )
         return logits_btv, aux
 
-    def _layers(self, h_btd, positions_bt, mask_btt, cache, segment_ids_bt, routing):
-        """The decoder body -> (h, kv per cache layer, valid[B, T] | None per cache layer, extras)."""
+    def _layers(self, h_btd, positions_bt, mask_btt, cache, segment_ids_bt, routing, causal_ids_bt):
+        """The decoder body -> (h, kv per cache layer, valid[B, T] | None per cache layer, extras).
+
+        Only plain layers get `causal_ids_bt`: MoD / MoR gather tokens or mask keys by routing, so
+        their masks are no longer causal AND same-segment and keep the dense mask."""
         cfg = self.cfg
         b, t = positions_bt.shape
         valid_bt = jnp.ones((b, t), bool) if segment_ids_bt is None else segment_ids_bt != 0
@@ -182,7 +195,8 @@ class Transformer(nn.Module):
         for i, capacity in enumerate(cfg.layer_capacities):
             layer_cache = None if cache is None else cache.layer(i)
             if capacity is None:
-                h_btd, kv = block_cls(cfg, name=f"layers_{i}")(h_btd, positions_bt, mask_btt, layer_cache)
+                block = block_cls(cfg, name=f"layers_{i}")
+                h_btd, kv = block(h_btd, positions_bt, mask_btt, layer_cache, None, causal_ids_bt)
                 valid_i = None
             else:
                 mod = _block_class(cfg, MoDBlock)(cfg, capacity, Block, routing, name=f"layers_{i}")
