@@ -8,6 +8,15 @@ decodes the same prompts (batch 1, the papers' latency setting) with every metho
 method: draft acceptance rate, mean accepted tokens per target call (MAT), target and draft calls
 per emitted token, warm tokens/s (whole generation inside one jit, compile excluded) and the speedup
 over autoregressive decoding of the same target in the same run. decoding.md section 1.8.
+
+Because a CPU has little parallel slack (a wide verify block costs several 1-token steps), it also
+measures the per-call cost of each model at every block width the methods use and prints two
+modelled speedups (`rocket.decode.cost_model`): "model" from the measured CPU costs t(w), and
+"flat" (the memory-bound accelerator regime, a model, not a measurement) where a call of any
+width costs its model's measured 1-token call. For chains the theoretical MAT (1 - a^(g+1)) / (1 - a)
+from the per-position acceptance a is printed next to the measured one.
+
+  --prompts 2 --repeats 2  is the quick mode (fewer prompts, fewer timing repetitions).
 """
 
 from __future__ import annotations
@@ -24,11 +33,16 @@ from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig
 from rocket.decode import (
     Autoregressive,
     DySpec,
+    ModelStep,
     SamplerConfig,
     Speculative,
     TokenRecycling,
+    call_widths,
+    chain_mat,
     decode_stats,
     generate,
+    modelled_speedup,
+    prefill,
 )
 from rocket.generate import load_run
 from rocket.train.loop import train
@@ -42,7 +56,7 @@ PROMPTS = [
     "        if not isinstance(",
     "    return self.",
 ]
-REPEATS = 5
+CALLS_PER_TIMING = 16
 SMALL_TEMPLATE = tuple((i,) for i in range(4)) + ((0, 0), (0, 1), (1, 0), (0, 0, 0), (0, 0, 1), (0, 1, 0))
 SMALL_TEMPLATE += ((0, 0, 0, 0), (0, 0, 0, 0, 0))
 
@@ -72,11 +86,53 @@ def train_or_load(root: str, name: str, layers: int, steps: int):
     return load_run(os.path.join(root, name))
 
 
-def run_method(target, draft, tokenizer, method, sampler, max_new: int, seed: int = 0) -> dict:
+def call_time(model: ModelStep, width: int, max_len: int, repeats: int) -> float:
+    """Seconds per `width`-token call of `model` (batch 1, causal block mask, a half-full cache of
+    `max_len` slots), timed warm inside jit: CALLS_PER_TIMING calls in one `fori_loop`, each block's
+    tokens taken from the previous call's argmax so that XLA can neither fold nor overlap them; the
+    best of `repeats` timings divided by CALLS_PER_TIMING."""
+    fill = max_len // 2
+    cache = model.new_cache(1, max_len)
+    _, cache = prefill(model, cache, jnp.zeros((1, fill + 1), jnp.int32), jnp.array([fill + 1]))
+    positions = jnp.arange(fill, fill + width, dtype=jnp.int32)[None]  # [1, W]
+    mask = None if width == 1 else jnp.tril(jnp.ones((1, width, width), bool))  # [1, W, W]
+
+    @jax.jit
+    def calls(model, cache, tok):
+        def body(_, tok):
+            logits = model(jnp.broadcast_to(tok, (1, width)), positions, cache, mask).logits
+            return jnp.argmax(logits[0, -1]).astype(jnp.int32)
+
+        return jax.lax.fori_loop(0, CALLS_PER_TIMING, body, tok)
+
+    tok = jnp.int32(1)
+    jax.block_until_ready(calls(model, cache, tok))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(calls(model, cache, tok))
+        times.append(time.perf_counter() - t0)
+    return min(times) / CALLS_PER_TIMING
+
+
+def modelled(row: dict, method, draft_name: str | None, t: dict) -> tuple[float, float]:
+    """(speedup from the measured costs t[(model, width)], flat-cost speedup) for one method."""
+    verify, draft_widths = call_widths(method)
+    t1 = t[("target", 1)]
+    t_draft = float(np.mean([t[(draft_name, w)] for w in draft_widths])) if draft_widths else 0.0
+    flat_draft = t[(draft_name, 1)] if draft_widths else 0.0
+    return modelled_speedup(row, t1, t[("target", verify)], t_draft), modelled_speedup(
+        row, t1, t1, flat_draft
+    )
+
+
+def run_method(
+    target, draft, tokenizer, method, sampler, max_new: int, prompts: list, repeats: int, seed: int = 0
+) -> dict:
     """Warm generation of every prompt (batch 1): two untimed warm-up calls (compile; Token Recycling's
-    carried M changes the argument's placement once), then the best of REPEATS timed calls per prompt
+    carried M changes the argument's placement once), then the best of `repeats` timed calls per prompt
     (the minimum is robust to other processes on a shared machine)."""
-    encoded = [np.concatenate([[tokenizer.bos_id], tokenizer.encode(p)]).astype(np.int32) for p in PROMPTS]
+    encoded = [np.concatenate([[tokenizer.bos_id], tokenizer.encode(p)]).astype(np.int32) for p in prompts]
     width = max(len(e) for e in encoded)
     carry = jnp.zeros((258, method.k), jnp.int32) if isinstance(method, TokenRecycling) else None
 
@@ -102,7 +158,7 @@ def run_method(target, draft, tokenizer, method, sampler, max_new: int, seed: in
     outs, elapsed = [], 0.0
     for i, e in enumerate(encoded):
         times = []
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             t0 = time.perf_counter()
             out = call(e, jax.random.key(seed + i), carry)
             times.append(time.perf_counter() - t0)
@@ -123,38 +179,57 @@ def main() -> None:
     ap.add_argument("--workdir", default="runs/bench_decode")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--max_new_tokens", type=int, default=96)
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first N prompts")
+    ap.add_argument("--repeats", type=int, default=5, help="timings per prompt / per call (best kept)")
     args = ap.parse_args()
     enable_compilation_cache()
+    prompts = PROMPTS[: args.prompts]
     target, tok, _ = train_or_load(args.workdir, "target_6l", 6, args.steps)
-    d1 = train_or_load(args.workdir, "draft_1l", 1, args.steps)[0]
-    d2 = train_or_load(args.workdir, "draft_2l", 2, args.steps)[0]
+    models = {
+        "target": target,
+        "1L": train_or_load(args.workdir, "draft_1l", 1, args.steps)[0],
+        "2L": train_or_load(args.workdir, "draft_2l", 2, args.steps)[0],
+    }
     greedy, t07 = SamplerConfig(greedy=True), SamplerConfig(temperature=0.7)
+    chain2, chain4 = Speculative(branching=(1, 1)), Speculative(branching=(1, 1, 1, 1))
+    rsd = Speculative(branching=(3, 2, 1), sampling="without_replacement")
     runs = [
         ("ar", Autoregressive(), None, greedy),
-        ("chain g=2, 1L draft", Speculative(branching=(1, 1)), d1, greedy),
-        ("chain g=4, 1L draft", Speculative(branching=(1, 1, 1, 1)), d1, greedy),
-        ("chain g=4, 2L draft", Speculative(branching=(1, 1, 1, 1)), d2, greedy),
-        ("rsd tree 3-2-1, 1L", Speculative(branching=(3, 2, 1), sampling="without_replacement"), d1, greedy),
-        ("dyspec 4-8-8-8, 1L", DySpec(), d1, greedy),
+        ("chain g=2, 1L draft", chain2, "1L", greedy),
+        ("chain g=4, 1L draft", chain4, "1L", greedy),
+        ("chain g=4, 2L draft", chain4, "2L", greedy),
+        ("rsd tree 3-2-1, 1L", rsd, "1L", greedy),
+        ("dyspec 4-8-8-8, 1L", DySpec(), "1L", greedy),
         ("token recycling 2.2.2 (80)", TokenRecycling(), None, greedy),
         ("token recycling 12 nodes", TokenRecycling(template=SMALL_TEMPLATE, k=4), None, greedy),
         ("ar T=0.7", Autoregressive(), None, t07),
-        ("chain g=4, 1L, T=0.7", Speculative(branching=(1, 1, 1, 1)), d1, t07),
-        ("chain g=4, 2L, T=0.7", Speculative(branching=(1, 1, 1, 1)), d2, t07),
-        (
-            "rsd tree 3-2-1, 1L, T=0.7",
-            Speculative(branching=(3, 2, 1), sampling="without_replacement"),
-            d1,
-            t07,
-        ),
-        ("dyspec 4-8-8-8, 1L, T=0.7", DySpec(), d1, t07),
+        ("chain g=4, 1L, T=0.7", chain4, "1L", t07),
+        ("chain g=4, 2L, T=0.7", chain4, "2L", t07),
+        ("rsd tree 3-2-1, 1L, T=0.7", rsd, "1L", t07),
+        ("dyspec 4-8-8-8, 1L, T=0.7", DySpec(), "1L", t07),
         ("token recycling 2.2.2, T=0.7", TokenRecycling(), None, t07),
     ]
-    results, base = {}, {}
+
+    # Per-call costs at every width the methods use (one cache size: the largest any method needs).
+    needed = {("target", 1)}
+    for _, method, draft, _ in runs:
+        verify, draft_widths = call_widths(method)
+        needed |= {("target", verify)} | {(draft, w) for w in draft_widths + (1,) * bool(draft_widths)}
+    prompt_width = 1 + max(len(tok.encode(p)) for p in prompts)
+    max_len = prompt_width + args.max_new_tokens + max(m.block_width for _, m, _, _ in runs)
+    t = {}
+    for name, width in sorted(needed):
+        t[(name, width)] = call_time(models[name], width, max_len, args.repeats)
+    for name in models:
+        costs = "  ".join(f"t({w})={t[(n, w)] * 1e3:.3f}" for n, w in sorted(t) if n == name)
+        print(f"per-call ms, {name:6s} (cache {max_len}): {costs}", flush=True)
+
+    base = {}
     for name, method, draft, sampler in runs:
         t0 = time.time()
-        r = run_method(target, draft, tok, method, sampler, args.max_new_tokens)
-        results[name] = r
+        r = run_method(
+            target, models.get(draft), tok, method, sampler, args.max_new_tokens, prompts, args.repeats
+        )
         if isinstance(method, Autoregressive):
             base[sampler] = r
         same = (
@@ -166,11 +241,17 @@ def main() -> None:
                 else "  (!= AR)"
             )
         )
-        r["speedup"] = r["tokens_per_s"] / base[sampler]["tokens_per_s"]
+        speedup = r["tokens_per_s"] / base[sampler]["tokens_per_s"]
+        model_x, flat_x = modelled(r, method, draft, t)
+        is_chain = isinstance(method, Speculative) and set(method.branching) == {1}
+        theory = (
+            f" (th {chain_mat(r['position_acceptance'], len(method.branching)):.2f})" if is_chain else " " * 9
+        )
         print(
-            f"{name:30s} acc {r['acceptance']:.3f}  MAT {r['mean_accepted_tokens']:.2f}  "
-            f"target/tok {r['target_calls_per_token']:.3f}  draft/tok {r['draft_calls_per_token']:.3f}  "
-            f"{r['tokens_per_s']:7.1f} tok/s  x{r['speedup']:.2f}{same}  [{time.time() - t0:.0f}s]",
+            f"{name:30s} acc {r['acceptance']:.3f} a/pos {r['position_acceptance']:.3f}  "
+            f"MAT {r['mean_accepted_tokens']:.2f}{theory}  target/tok {r['target_calls_per_token']:.3f}  "
+            f"draft/tok {r['draft_calls_per_token']:.3f}  {r['tokens_per_s']:7.1f} tok/s  x{speedup:.2f}  "
+            f"model x{model_x:.2f}  flat(model) x{flat_x:.2f}{same}  [{time.time() - t0:.0f}s]",
             flush=True,
         )
     print("\nsample (target greedy): " + repr(PROMPTS[0] + tok.decode(base[greedy]["tokens"][0])))

@@ -59,8 +59,11 @@ def test_speculative_greedy_equals_target_greedy(method, draft):
     np.testing.assert_array_equal(out.tokens, _reference())
     calls, acc = np.asarray(out.stats.target_calls), np.asarray(out.stats.accepted)
     assert (calls + acc >= NEW).all() and (out.stats.draft_calls == 3 * out.stats.target_calls).all()
+    tested = np.asarray(out.stats.tested)  # depths examined: accepted + one rejection per short round
+    assert (acc <= tested).all() and (tested <= acc + calls).all()
     if draft is TARGET:  # self-drafting accepts every draft: gamma + 1 tokens per target call
         assert (calls <= -(-NEW // 4)).all()
+        np.testing.assert_array_equal(tested, acc)  # no rejection: per-position acceptance 1
 
 
 @pytest.mark.slow

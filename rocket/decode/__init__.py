@@ -15,6 +15,7 @@ from rocket.decode.cache import (
     init_cache,
     rollback,
 )
+from rocket.decode.cost_model import call_widths, chain_mat, modelled_speedup, modelled_time_per_token
 from rocket.decode.engine import (
     Ctx,
     DecodeOutput,
@@ -42,6 +43,10 @@ __all__ = [
     "commit_path",
     "init_cache",
     "rollback",
+    "call_widths",
+    "chain_mat",
+    "modelled_speedup",
+    "modelled_time_per_token",
     "Ctx",
     "DecodeOutput",
     "ModelStep",

@@ -109,16 +109,21 @@ class Stats:
     draft_calls: jax.Array
     drafted: jax.Array  # draft tokens offered to the verifier (tree nodes, chain drafts)
     accepted: jax.Array  # draft tokens accepted (emitted tokens = accepted + 1 per round)
+    # draft depths the verifier examined (accepted + 1 per round, capped at the draft depth): the
+    # denominator of the per-position acceptance rate; 0 for methods that do not report it
+    tested: jax.Array
 
     @classmethod
     def zeros(cls, b: int) -> Stats:
         z = jnp.zeros((b,), jnp.int32)
-        return cls(z, z, z, z)
+        return cls(z, z, z, z, z)
 
     @classmethod
-    def per_round(cls, b: int, target_calls: int, draft_calls: int, drafted: Any, accepted: Any) -> Stats:
+    def per_round(
+        cls, b: int, target_calls: int, draft_calls: int, drafted: Any, accepted: Any, tested: Any = 0
+    ) -> Stats:
         full = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.int32), (b,))
-        return cls(full(target_calls), full(draft_calls), full(drafted), full(accepted))
+        return cls(full(target_calls), full(draft_calls), full(drafted), full(accepted), full(tested))
 
     def add(self, other: Stats, active_b: jax.Array) -> Stats:
         return jax.tree.map(lambda a, o: a + jnp.where(active_b, o, 0), self, other)

@@ -89,12 +89,17 @@ def generate(
 def decode_stats(out: DecodeOutput) -> dict[str, float]:
     """Summed over rows: mean accepted tokens per target call (MAT: emitted tokens / target calls,
     the correction/bonus token included), draft acceptance rate (accepted / drafted; for trees,
-    drafted counts every node), and target / draft calls per emitted token."""
+    drafted counts every node), per-position acceptance (accepted / tested: the rate at which the
+    verifier advances one more draft depth, the alpha of a chain's MAT (1 - a^(g+1)) / (1 - a); it
+    is the maximum-likelihood estimate under i.i.d. acceptance, since a round's draws after the first
+    rejection are never examined; nan for methods that do not count tested depths), and target / draft
+    calls per emitted token."""
     n = float(jax.numpy.sum(out.n_tokens))
     s = jax.tree.map(lambda x: float(jax.numpy.sum(x)), out.stats)
     return {
         "mean_accepted_tokens": n / max(s.target_calls, 1.0),
         "acceptance": s.accepted / s.drafted if s.drafted else float("nan"),
+        "position_acceptance": s.accepted / s.tested if s.tested else float("nan"),
         "target_calls_per_token": s.target_calls / max(n, 1.0),
         "draft_calls_per_token": s.draft_calls / max(n, 1.0),
     }

@@ -188,7 +188,8 @@ class _DraftTree:
             keep(dpend, s.draft_pending),
             keep(jnp.where(full_b, 2, 1), s.n_draft_pending),
         )
-        stats = Stats.per_round(b, 1, n_levels, jnp.sum(valid[:, 1:], axis=1), n_acc)
+        tested = jnp.minimum(n_acc + 1, n_levels)  # depths examined: the accepted ones + the rejection
+        stats = Stats.per_round(b, 1, n_levels, jnp.sum(valid[:, 1:], axis=1), n_acc, tested)
         return RoundOut(new, emitted, n_acc + 1, stats)
 
     def carry(self, state: SpecState) -> None:
