@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rocket.config import ModelConfig
 from rocket.models import Transformer
@@ -22,3 +23,28 @@ def tiny_model(**overrides) -> tuple[Transformer, dict]:
 def positions_for(tokens: jax.Array) -> jax.Array:
     b, t = tokens.shape
     return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+
+
+def assert_cached_decoding_matches(
+    model, params, tokens, chunk_sizes, full, *, max_len, atol=1e-4, **apply_kw
+):
+    """Feeds `tokens` [B, T] through a fresh KV cache in blocks of `chunk_sizes` (summing to T),
+    committing each block, and asserts every block's logits equal `full` (the cache-free forward).
+
+    This is block-consistency: what prefill + steps, speculative verification and every cached
+    decoder rely on. Runs with routing="causal"; `apply_kw` goes to every call (e.g. rngs).
+    Returns (cache, jitted step) so callers can inspect lengths and the compile count.
+    """
+    from rocket.decode import commit_block, new_cache
+
+    if sum(chunk_sizes) != tokens.shape[1]:
+        raise ValueError(f"chunk sizes {chunk_sizes} do not cover T={tokens.shape[1]}")
+    step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal", **apply_kw))
+    cache, start = new_cache(model, tokens.shape[0], max_len), 0
+    for size in chunk_sizes:
+        block = slice(start, start + size)
+        logits, aux = step(cache, tokens[:, block], positions_for(tokens)[:, block])
+        cache = commit_block(cache, aux["new_kv"], size)
+        np.testing.assert_allclose(logits, full[:, block], atol=atol, err_msg=f"block at {start}")
+        start += size
+    return cache, step

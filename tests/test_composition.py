@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rocket.decode import ModelStep, Speculative, TokenRecycling, commit_block, generate, new_cache
+from rocket.decode import ModelStep, Speculative, TokenRecycling, generate
 from rocket.train.step import MODEL_RNG_STREAM
-from tests.helpers import positions_for, tiny_model
+from tests.helpers import assert_cached_decoding_matches, positions_for, tiny_model
 
 KINDS = dict(
     attention="softplus",
@@ -33,9 +33,6 @@ DEPTH = {
 def test_adaptive_depth_with_every_layer_kind_is_causal_and_block_consistent(depth):
     model, params = tiny_model(**DEPTH[depth], **KINDS)
     rngs = {MODEL_RNG_STREAM: jax.random.key(5)}  # one per-sequence embedding draw for all calls
-    apply = jax.jit(
-        lambda toks, pos, cache: model.apply(params, toks, pos, cache=cache, routing="causal", rngs=rngs)
-    )
     tokens = jax.random.randint(jax.random.key(1), (2, 12), 2, 258)
     full, _ = model.apply(params, tokens, positions_for(tokens), routing="causal", rngs=rngs)
     changed = tokens.at[:, 8].set((tokens[:, 8] + 7) % 258)
@@ -43,14 +40,9 @@ def test_adaptive_depth_with_every_layer_kind_is_causal_and_block_consistent(dep
     chex.assert_trees_all_close(after[:, :8], full[:, :8], atol=1e-6)
     assert float(jnp.abs(after[:, 8:] - full[:, 8:]).max()) > 1e-4
 
-    cache, chunks = new_cache(model, 2, 16), []
-    for start, size in [(0, 5), (5, 1), (6, 3), (9, 3)]:
-        logits, aux = apply(
-            tokens[:, start : start + size], positions_for(tokens)[:, start : start + size], cache
-        )
-        cache = commit_block(cache, aux["new_kv"], size)
-        chunks.append(logits)
-    chex.assert_trees_all_close(jnp.concatenate(chunks, axis=1), full, atol=5e-5)
+    cache, _ = assert_cached_decoding_matches(
+        model, params, tokens, [5, 1, 3, 3], full, max_len=16, atol=5e-5, rngs=rngs
+    )
     if depth == "mod":  # the routed layer skipped some tokens: it holds fewer K/V slots than dense ones
         assert int(cache.length[1].min()) < 12 == int(cache.length[0].min())
 

@@ -11,9 +11,9 @@ import pytest
 
 from rocket.config import ConfigError, ExperimentConfig, ModelConfig, from_config_dict, to_config_dict
 from rocket.data.packing import random_batch
-from rocket.decode import ModelStep, commit_block, new_cache, prefill
+from rocket.decode import ModelStep, new_cache, prefill
 from rocket.train.step import MODEL_RNG_STREAM, init_state, make_train_step
-from tests.helpers import TINY, positions_for, tiny_model
+from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_model
 
 ALL = dict(
     projection="pattention",
@@ -41,15 +41,9 @@ def test_causal_and_cached_decoding_equals_the_full_forward(name):
     chex.assert_trees_all_close(after[:, :9], full[:, :9], atol=1e-6)  # a future token changes nothing before
     assert float(jnp.abs(after[:, 9:] - full[:, 9:]).max()) > 1e-4
 
-    cache = new_cache(model, 2, 16)
-    logits, aux = model.apply(params, tokens[:, :6], positions_for(tokens)[:, :6], cache=cache, rngs=rngs)
-    cache, chunks = commit_block(cache, aux["new_kv"], 6), [logits]
-    for start, size in [(6, 1), (7, 3), (10, 4)]:
-        pos = positions_for(tokens)[:, start : start + size]
-        logits, aux = model.apply(params, tokens[:, start : start + size], pos, cache=cache, rngs=rngs)
-        cache = commit_block(cache, aux["new_kv"], size)
-        chunks.append(logits)
-    chex.assert_trees_all_close(jnp.concatenate(chunks, axis=1), full, atol=5e-5)
+    assert_cached_decoding_matches(
+        model, params, tokens, [6, 1, 3, 4], full, max_len=16, atol=5e-5, rngs=rngs
+    )
 
 
 def test_prefill_without_rng_matches_the_deterministic_forward():

@@ -1,7 +1,6 @@
 """Mixture-of-Depths: exactness at capacity 1, causality of causal routing, the documented
 non-causality of top-k routing, router gradients, cache consistency and static shapes."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,12 +8,11 @@ import optax
 import pytest
 
 from rocket.config import ModelConfig
-from rocket.decode import commit_block, new_cache
 from rocket.models import flops_per_token, param_count
 from rocket.models.mod import MoDBlock
 from rocket.models.transformer import Block
 from rocket.train.step import init_state, make_train_step
-from tests.helpers import TINY, positions_for, tiny_model
+from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_model
 
 MOD = dict(block_pattern="dense,mod", mod_capacity=0.25)
 
@@ -114,19 +112,8 @@ def test_prefill_then_single_steps_equal_the_full_causal_forward(overrides):
     params = _scale_routers(params, 100.0)
     tokens = _tokens(b=2, t=12)
     full, aux_full = model.apply(params, tokens, positions_for(tokens), routing="causal")
-    p = 5
-    cache = new_cache(model, 2, 16)
-    prompt_logits, aux = model.apply(
-        params, tokens[:, :p], positions_for(tokens)[:, :p], cache=cache, routing="causal"
-    )
-    cache = commit_block(cache, aux["new_kv"], p)  # prefill
-    chex.assert_trees_all_close(prompt_logits, full[:, :p], atol=1e-4)
-    step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal"))
-    for i in range(p, 12):
-        logits, aux = step(cache, tokens[:, i : i + 1], jnp.full((2, 1), i, jnp.int32))
-        cache = commit_block(cache, aux["new_kv"], 1)
-        chex.assert_trees_all_close(logits[:, 0], full[:, i], atol=1e-4)
-    assert step._cache_size() == 1  # static shapes: one compile for every step
+    cache, step = assert_cached_decoding_matches(model, params, tokens, [5] + [1] * 7, full, max_len=16)
+    assert step._cache_size() == 2  # static shapes: one compile for the prompt, one for every step
     # Routed layers hold only the tokens that took them; dense layers hold all 12.
     lengths = np.asarray(cache.length)
     for layer, cap in enumerate(model.cfg.layer_capacities):

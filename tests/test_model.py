@@ -9,7 +9,7 @@ import pytest
 from rocket.config import ModelConfig
 from rocket.decode import commit_block, new_cache
 from rocket.models import Transformer, flops_per_token, param_count
-from tests.helpers import TINY, positions_for, tiny_model
+from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_model
 
 VARIANTS = [
     dict(),
@@ -78,16 +78,8 @@ def test_prefill_plus_steps_equals_full_forward(overrides):
     model, params = tiny_model(**overrides)
     tokens = _tokens(b=2, t=16)
     full, _ = model.apply(params, tokens, positions_for(tokens))
-    cache = new_cache(model, 2, 32)
-    logits, aux = model.apply(params, tokens[:, :6], positions_for(tokens)[:, :6], cache=cache)
-    cache = commit_block(cache, aux["new_kv"], 6)
-    chunks = [logits]
-    for start, size in [(6, 1), (7, 3), (10, 1), (11, 5)]:  # 1-token steps and multi-token blocks
-        pos = positions_for(tokens)[:, start : start + size]
-        logits, aux = model.apply(params, tokens[:, start : start + size], pos, cache=cache)
-        cache = commit_block(cache, aux["new_kv"], size)
-        chunks.append(logits)
-    chex.assert_trees_all_close(jnp.concatenate(chunks, axis=1), full, atol=2e-5)
+    # a prompt, 1-token steps and multi-token blocks
+    assert_cached_decoding_matches(model, params, tokens, [6, 1, 3, 1, 5], full, max_len=32, atol=2e-5)
 
 
 def test_scan_and_loop_compute_the_same_function():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from rocket.config import ModelConfig
-from rocket.decode import commit_block, new_cache
+from rocket.decode import new_cache
 from rocket.models.mor import RecursiveStack
 from rocket.models.transformer import Block, Transformer
 from rocket.train.step import per_token_loss
-from tests.helpers import TINY, positions_for, tiny_model
+from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_model
 
 EC = dict(n_layers=5, mor_sharing="middle_cycle", mor_recursions=3)  # 1 + (1 x 3) + 1 applications
 TC = dict(n_layers=4, mor_sharing="cycle", mor_recursions=2, mor_router="token", mor_z_loss_coef=1e-5)
@@ -83,18 +83,7 @@ def test_causal_mode_is_causal_and_matches_prefill_plus_steps(overrides):
     full = apply(tokens)
     changed = apply(tokens.at[:, 6:].set((tokens[:, 6:] * 7 + 1) % TINY["vocab_size"]))
     chex.assert_trees_all_close(full[:, :6], changed[:, :6], atol=1e-5)
-    p = 4
-    cache = new_cache(model, 2, 12)
-    prompt_logits, aux = model.apply(
-        params, tokens[:, :p], positions_for(tokens)[:, :p], cache=cache, routing="causal"
-    )
-    cache = commit_block(cache, aux["new_kv"], p)  # prefill
-    chex.assert_trees_all_close(prompt_logits, full[:, :p], atol=1e-4)
-    step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal"))
-    for i in range(p, 12):
-        logits, aux = step(cache, tokens[:, i : i + 1], jnp.full((2, 1), i, jnp.int32))
-        cache = commit_block(cache, aux["new_kv"], 1)
-        chex.assert_trees_all_close(logits[:, 0], full[:, i], atol=1e-4)
+    cache, _ = assert_cached_decoding_matches(model, params, tokens, [4] + [1] * 8, full, max_len=12)
     lengths = np.asarray(cache.length)  # recursion-wise caches: deeper recursions hold fewer tokens
     assert (lengths[0] == 12).all() and (lengths[-1] <= lengths[0]).all() and (lengths < 12).any()
 
@@ -150,19 +139,11 @@ def test_kv_sharing_is_causal_and_prefill_plus_steps_match_the_full_forward(over
     changed = apply(tokens.at[:, 6:].set((tokens[:, 6:] * 7 + 1) % TINY["vocab_size"]))
     chex.assert_trees_all_close(full[:, :6], changed[:, :6], atol=1e-5)
     assert np.abs(np.asarray(full[:, 6:] - changed[:, 6:])).max() > 1e-3  # the test can fail
-    cache = new_cache(model, 2, 12)
-    assert n == (3 if overrides is SHARE_EC else 2) and cache.k.shape[0] == n
-    prompt_logits, aux = model.apply(
-        params, tokens[:, :p], positions_for(tokens)[:, :p], cache=cache, routing="causal"
-    )
+    _, aux = model.apply(params, tokens[:, :p], positions_for(tokens)[:, :p], cache=new_cache(model, 2, 12))
+    assert n == (3 if overrides is SHARE_EC else 2)
     assert aux["new_kv"].k.shape[0] == n and aux["new_kv"].valid.shape[0] == n
-    cache = commit_block(cache, aux["new_kv"], p)
-    chex.assert_trees_all_close(prompt_logits, full[:, :p], atol=1e-4)
-    step = jax.jit(lambda c, tok, pos: model.apply(params, tok, pos, cache=c, routing="causal"))
-    for i in range(p, 12):
-        logits, aux = step(cache, tokens[:, i : i + 1], jnp.full((2, 1), i, jnp.int32))
-        cache = commit_block(cache, aux["new_kv"], 1)
-        chex.assert_trees_all_close(logits[:, 0], full[:, i], atol=1e-4)
+    cache, _ = assert_cached_decoding_matches(model, params, tokens, [p] + [1] * 8, full, max_len=12)
+    assert cache.k.shape[0] == n
     np.testing.assert_array_equal(cache.length, 12)  # recursion 0 runs every token: every layer is full
 
 
