@@ -1,10 +1,11 @@
-"""Shared pieces of rocket's experiments (exp_tokenformer_growth, exp_softplus_length,
-exp_lexinvariant, exp_training_transforms, ...): small byte-level runs of the standard trainer on the
-built-in corpus, restoring their parameters, and per-position evaluation."""
+"""Shared pieces of rocket's experiments (the repro_*.py scripts): small byte-level runs of the
+standard trainer on the built-in corpus, their logged curves, restoring their parameters, and
+per-position evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -58,6 +59,21 @@ def run(cfg: ExperimentConfig) -> float:
     """Trains (or resumes) `cfg` with the standard trainer -> final validation loss (nats/token)."""
     enable_compilation_cache()
     return float(train(cfg)["eval_loss"])
+
+
+def logged(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, float]]:
+    """The metrics the trainer logged for run `cfg` (logs/metrics.jsonl), one dict per logged step of
+    `split` ("train" or "eval"), in step order; a resumed run's repeated steps keep the last record."""
+    path = os.path.join(cfg.train.workdir, "logs", "metrics.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no metrics log at {path}: has the run {cfg.train.workdir} trained?")
+    by_step: dict[int, dict[str, float]] = {}
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("split") == split:
+                by_step[record["step"]] = record
+    return [by_step[s] for s in sorted(by_step)]
 
 
 def restore_params(cfg: ExperimentConfig) -> Any:

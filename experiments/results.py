@@ -1,0 +1,266 @@
+"""The output format of rocket's reproduction experiments (`experiments/repro_*.py`).
+
+Every repro script measures one claim of a paper at small scale and writes `results/<name>/`:
+
+  results.json  everything: the claims (paper's number and setup next to ours), the summary, the
+                rows, free-form extra data, the command, mode (quick / full), seeds, wall time
+  results.csv   the rows (one measurement per row: model, seed, step, metric, ...)
+  plot.png      the figure (matplotlib, headless Agg backend)
+  summary.md    a one-paragraph summary with the claims table and the figure
+
+`python -m experiments.repro_all` runs the scripts and renders every results.json into the README's
+"Results" section (`render_results_section`).
+
+A script's shape:
+
+    def main(argv=None):
+        args = repro_args("mod", __doc__, quick_help="...").parse_args(argv)
+        rows = [...]                     # measurements, list of flat dicts
+        fig, ax = figure(1)              # plot
+        claims = [Claim(...)]            # paper vs ours
+        write_results(args, rows=rows, claims=claims, summary="...", fig=fig)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULTS_DIR = "results"
+FILES = ("results.json", "results.csv", "plot.png", "summary.md")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One row of the README's results table: what the paper reports, and what we measured.
+
+    claim: the statement, e.g. "MoD (c=0.125) matches or beats dense at equal training FLOPs".
+    paper / paper_setup: the paper's number and the scale it was measured at.
+    ours / our_setup: our number (formatted, with its spread where there are seeds) and our scale.
+    verdict: "reproduced", "partly", "not reproduced" or "inconclusive" (our reading of `ours`).
+    """
+
+    claim: str
+    paper: str
+    paper_setup: str
+    ours: str
+    our_setup: str
+    verdict: str
+
+    def __post_init__(self):
+        verdicts = ("reproduced", "partly", "not reproduced", "inconclusive")
+        if self.verdict not in verdicts:
+            raise ValueError(f"Claim.verdict must be one of {verdicts}, got {self.verdict!r}")
+
+
+def repro_args(name: str, doc: str | None, *, quick_help: str) -> argparse.ArgumentParser:
+    """The common command line of a repro script: --quick, --seeds, --out, --workdir.
+
+    Parsed args carry `name` (the result's folder name) and `t0` (start time, for the wall time).
+    """
+    ap = argparse.ArgumentParser(
+        description=(doc or name).strip().splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc,
+    )
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument(
+        "--seeds", type=str, default=None, help="comma-separated training seeds (default: the script's)"
+    )
+    ap.add_argument("--out", default=None, help=f"output folder (default {RESULTS_DIR}/{name})")
+    ap.add_argument("--workdir", default=f"runs/repro_{name}", help="checkpoints and logs of the runs")
+    ap.set_defaults(name=name, t0=time.time())
+    return ap
+
+
+def seeds(args: argparse.Namespace, default: Sequence[int]) -> list[int]:
+    """The seeds of `--seeds` (comma-separated), else `default`."""
+    if args.seeds is None:
+        return list(default)
+    try:
+        return [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --seeds must be comma-separated integers, got {args.seeds!r}") from None
+
+
+def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.6):
+    """A headless matplotlib figure with `nrows x ncols` axes (a flat list when more than one)."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat:
+        ax.grid(alpha=0.3)
+    return fig, (flat[0] if len(flat) == 1 else flat)
+
+
+def _finite_numbers(value: Any, where: str) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is not finite: {value}")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_numbers(v, f"{where}.{k}")
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _finite_numbers(v, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} has a value of type {type(value).__name__}; use str, int, float, list, dict")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars / arrays -> Python numbers / lists (json-able)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_results(
+    args: argparse.Namespace,
+    *,
+    rows: list[dict[str, Any]],
+    claims: list[Claim],
+    summary: str,
+    fig: Any,
+    title: str,
+    data: dict[str, Any] | None = None,
+) -> str:
+    """Writes results/<name>/{results.json, results.csv, plot.png, summary.md} -> the folder.
+
+    `rows` (flat dicts of str / number) and `data` must hold finite numbers only: a NaN or inf is a
+    failed measurement and raises here, before anything is written.
+    """
+    rows, data = _plain(rows), _plain(data or {})
+    _finite_numbers(rows, "rows")
+    _finite_numbers(data, "data")
+    if not rows:
+        raise ValueError("write_results needs at least one row")
+    out = args.out or os.path.join(RESULTS_DIR, args.name)
+    os.makedirs(out, exist_ok=True)
+    record = {
+        "name": args.name,
+        "title": title,
+        "mode": "quick" if args.quick else "full",
+        "command": "python -m experiments.repro_" + args.name + (" --quick" if args.quick else ""),
+        "argv": sys.argv[1:],
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "wall_s": round(time.time() - args.t0, 1),
+        "summary": summary.strip(),
+        "claims": [dataclasses.asdict(c) for c in claims],
+        "rows": rows,
+        "data": data,
+    }
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "plot.png"), dpi=110)
+    plt.close(fig)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(summary_markdown(record, image="plot.png"))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    print(f"\n{title}\n{summary.strip()}\n-> {out}/ ({', '.join(FILES)})", flush=True)
+    return out
+
+
+def claims_table(claims: list[dict[str, str]]) -> str:
+    """A markdown table: claim | paper | paper's setup | ours | our setup | verdict."""
+    lines = [
+        "| claim | paper | paper's setup | ours | our setup | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        cells = [c[k].replace("|", "\\|").replace("\n", " ") for k in Claim.__dataclass_fields__]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(record: dict[str, Any], *, image: str) -> str:
+    """The summary.md of a result: title, paragraph, claims table, figure, how to rerun."""
+    return (
+        f"## {record['title']}\n\n{record['summary']}\n\n{claims_table(record['claims'])}\n\n"
+        f"![{record['name']}]({image})\n\n"
+        f"Mode: {record['mode']}, {record['wall_s'] / 60:.1f} min on {record['date']}. "
+        f"Rerun: `{record['command']}`.\n"
+    )
+
+
+def load_results(path: str) -> dict[str, Any]:
+    """Reads a results folder and checks it is complete: all four files, finite numbers."""
+    missing = [f for f in FILES if not os.path.exists(os.path.join(path, f))]
+    if missing:
+        raise FileNotFoundError(f"{path} lacks {missing}")
+    with open(os.path.join(path, "results.json")) as f:
+        record = json.load(f)
+    _finite_numbers(record["rows"], f"{path}: rows")
+    _finite_numbers(record["data"], f"{path}: data")
+    if not record["rows"] or not record["claims"]:
+        raise ValueError(f"{path}: results.json has no rows or no claims")
+    return record
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def render_results_section(results_dir: str, names: Sequence[str]) -> str:
+    """The README's Results section body: per result, its summary, claims table and plot."""
+    parts = [
+        START,
+        "Generated by `python -m experiments.repro_all` from `results/*/results.json`; do not edit by hand.",
+        "Every number is ours, from the command shown, on a 2-core CPU; small models on the built-in",
+        "corpus or synthetic tasks. Read them as directional checks of each paper's claim, not as",
+        "replications at the papers' scale.",
+        "",
+    ]
+    for name in names:
+        path = os.path.join(results_dir, name)
+        if not os.path.exists(os.path.join(path, "results.json")):
+            parts += [f"### {name}", "", f"Not run yet: `python -m experiments.repro_{name} --quick`.", ""]
+            continue
+        r = load_results(path)
+        parts += [
+            f"### {r['title']}",
+            "",
+            r["summary"],
+            "",
+            claims_table(r["claims"]),
+            "",
+            f"![{name}]({results_dir}/{name}/plot.png)",
+            "",
+            f"`{r['command']}` ({r['mode']}, {r['wall_s'] / 60:.1f} min, {r['date']}); numbers in "
+            f"[`{results_dir}/{name}/`]({results_dir}/{name}/).",
+            "",
+        ]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def replace_section(text: str, section: str) -> str:
+    """`text` with everything between the START and END markers (inclusive) replaced by `section`."""
+    if START not in text or END not in text:
+        raise ValueError(f"README has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    return head + section + rest.split(END, 1)[1]

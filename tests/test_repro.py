@@ -1,0 +1,102 @@
+"""The reproduction experiments' output format (experiments/results.py) and, in the slow tier, every
+`experiments/repro_*.py --quick` end to end: its four output files exist and hold finite numbers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments.repro_all import NAMES
+from experiments.results import (
+    END,
+    START,
+    Claim,
+    figure,
+    load_results,
+    render_results_section,
+    replace_section,
+    repro_args,
+    write_results,
+)
+
+CLAIM = Claim("a claim", "1.0", "big", "0.9 +- 0.1", "small", "partly")
+
+
+def _write(tmp_path, rows, **kw):
+    args = repro_args("toy", "Toy experiment.", quick_help="quick").parse_args(
+        ["--quick", "--out", str(tmp_path / "toy")]
+    )
+    fig, ax = figure()
+    ax.plot([0, 1], [1, 0])
+    return write_results(args, rows=rows, claims=[CLAIM], summary="It works.", fig=fig, title="Toy", **kw)
+
+
+def test_write_then_load_round_trips(tmp_path):
+    out = _write(tmp_path, [{"model": "a", "loss": np.float32(1.5)}, {"model": "b", "loss": 2}])
+    record = load_results(out)
+    assert record["mode"] == "quick" and record["command"] == "python -m experiments.repro_toy --quick"
+    assert [r["loss"] for r in record["rows"]] == [1.5, 2]
+    assert open(os.path.join(out, "results.csv")).read().splitlines() == ["model,loss", "a,1.5", "b,2"]
+    md = open(os.path.join(out, "summary.md")).read()
+    assert "| a claim | 1.0 | big | 0.9 +- 0.1 | small | partly |" in md and "![toy](plot.png)" in md
+    assert open(os.path.join(out, "plot.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_non_finite_numbers_are_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"rows\[0\]\.loss is not finite"):
+        _write(tmp_path, [{"loss": float("nan")}])
+    with pytest.raises(ValueError, match=r"data\.curve\[1\] is not finite"):
+        _write(tmp_path, [{"loss": 1.0}], data={"curve": [1.0, float("inf")]})
+    assert not os.path.exists(tmp_path / "toy" / "results.json")
+
+
+def test_load_results_names_missing_files_and_bad_numbers(tmp_path):
+    out = _write(tmp_path, [{"loss": 1.0}])
+    os.remove(os.path.join(out, "plot.png"))
+    with pytest.raises(FileNotFoundError, match="plot.png"):
+        load_results(out)
+    out = _write(tmp_path, [{"loss": 1.0}])
+    record = json.load(open(os.path.join(out, "results.json")))
+    record["rows"][0]["loss"] = float("nan")
+    json.dump(record, open(os.path.join(out, "results.json"), "w"))
+    with pytest.raises(ValueError, match="not finite"):
+        load_results(out)
+
+
+def test_claim_verdict_is_checked():
+    with pytest.raises(ValueError, match="verdict"):
+        Claim("c", "p", "ps", "o", "os", "yes")
+
+
+def test_readme_section_renders_results_and_placeholders(tmp_path):
+    _write(tmp_path, [{"loss": 1.0}])
+    section = render_results_section(str(tmp_path), ["toy", "absent"])
+    assert section.startswith(START) and section.endswith(END)
+    assert "### Toy" in section and f"![toy]({tmp_path}/toy/plot.png)" in section
+    assert "Not run yet: `python -m experiments.repro_absent --quick`" in section
+    readme = f"# r\n\n{START}\nold\n{END}\n\n## next\n"
+    assert replace_section(readme, section) == f"# r\n\n{section}\n\n## next\n"
+    with pytest.raises(ValueError, match="markers"):
+        replace_section("# no markers", section)
+
+
+def test_readme_has_the_results_section_with_every_experiment():
+    readme = open("README.md").read()
+    body = readme.split(START, 1)[1].split(END, 1)[0]
+    for name in NAMES:
+        assert f"repro_{name}" in body, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_repro_quick_writes_finite_results(name, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", f"experiments.repro_{name}", "--quick", "--out", str(out)]
+    cmd += ["--workdir", str(tmp_path / "runs")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = load_results(str(out))
+    assert record["mode"] == "quick" and record["name"] == name
