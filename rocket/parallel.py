@@ -7,7 +7,8 @@ layers with `nn.with_logical_partitioning` / `nn.with_logical_constraint`), and 
   data    pure data parallelism: the batch is split, parameters are replicated;
   fsdp    the batch is split *and* parameters / optimizer state are sharded along "embed"
           (ZeRO-3: XLA all-gathers weights before use and reduce-scatters gradients);
-  tensor  Megatron-style tensor parallelism over heads, MLP width and vocabulary.
+  tensor  Megatron-style tensor parallelism over heads, MLP width, TokenFormer parameter tokens
+          and vocabulary.
 
 So DP / FSDP / TP is a config change (`--config.parallel.fsdp=4`). A logical axis whose size is
 not divisible by its mesh axes is replicated instead (e.g. a 258-token vocabulary on tensor=4).
@@ -44,6 +45,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("kv_heads", "tensor"),
     ("head_dim", None),
     ("mlp", "tensor"),
+    ("param_tokens", "tensor"),  # TokenFormer's Pattention: parameter tokens split like MLP width
     ("norm", None),
     ("layers", None),
     # activations

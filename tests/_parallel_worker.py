@@ -191,6 +191,7 @@ def rules_checks(devices) -> dict:
         "emb256": nn.Partitioned(sds(256, 64), names=("vocab", "embed")),
         "odd_embed": nn.Partitioned(sds(258, 63), names=("vocab", "embed")),
         "wq": nn.Partitioned(sds(64, 4, 16), names=("embed", "heads", "head_dim")),
+        "pattention_k": nn.Partitioned(sds(128, 64), names=("param_tokens", "embed")),
         "scale": nn.Partitioned(
             sds(
                 64,

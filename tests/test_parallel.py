@@ -228,6 +228,7 @@ def test_logical_to_shardings_replicates_indivisible_dims(sharded):
     assert rules["emb258"] == "P(None, 'fsdp')"  # 258 % 4 != 0: vocab replicated, embed still sharded
     assert rules["odd_embed"] == "P(None, None)"
     assert rules["wq"] == "P('fsdp', 'tensor', None)"
+    assert rules["pattention_k"] == "P('tensor', 'fsdp')"  # TokenFormer parameter tokens: tensor-parallel
     assert rules["scale"] == "P(None,)" and rules["count"] == "P()"
     assert rules["batch_error"].startswith("ConfigError") and "data.batch_size" in rules["batch_error"]
 
