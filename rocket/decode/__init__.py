@@ -28,7 +28,7 @@ from rocket.decode.engine import (
     prefill,
     run,
 )
-from rocket.decode.generate import METHODS, decode_stats, generate, resolve_method
+from rocket.decode.methods import METHODS, decode_stats, generate, resolve_method
 from rocket.decode.sampling import SamplerConfig, sample, warp
 from rocket.decode.speculative import DySpec, Speculative
 from rocket.decode.token_recycling import TokenRecycling
