@@ -146,3 +146,14 @@ def by_bucket(values: np.ndarray, positions: np.ndarray, edges: list[int]) -> li
 
 def replace_model(cfg: ExperimentConfig, **model: Any) -> ExperimentConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model))
+
+
+def replace_train(cfg: ExperimentConfig, **train: Any) -> ExperimentConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """ "mean ± sd (n=k)" of repeated measurements (seeds or draws); just the value when there is one."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f} (n={len(values)})"

@@ -1,0 +1,210 @@
+"""Length extrapolation of softplus attention (LSSA / LSSAR) against softmax attention.
+
+  python -m experiments.repro_softplus [--quick] [--seeds 0,1]
+
+Gao & Spratling, arXiv 2501.13428. Byte-level models (d=64, 2 layers, RoPE, batch 16, cosine lr 3e-3)
+trained at T=64 on the built-in corpus with the standard trainer: softmax, LSSA (softplus + L1
+normalisation with the log d log N scale, no re-weighting) and LSSAR (re-weighting with p=3 during
+training). The validation split is scored at 1x, 2x, 4x, 8x and 16x the training length (64 ... 1024
+tokens per row, cut from the same
+1024-token rows, so every length scores the same tokens), the LSSA model also with the training-free re-weighting switched on at evaluation
+(p=3 and p=15: the same parameters, a config change). Measured: mean validation loss (nats/token) at
+each length, and at 16x the loss by position (which part of the long context breaks).
+Quick: 150 steps, seed 0, 8 rows of 1024 tokens, ~2 min; full: 600 steps, seeds 0,1, 32 rows of
+1024 tokens, ~12 min (2-core CPU shared with other jobs, timings noisy).
+
+The passkey task (rocket.data.synthetic.passkey) is not run: models trained on the corpus never saw a
+pass key, so their zero-shot accuracy is 0 at every length; training on it needs a non-corpus training
+loop and more steps than this budget (see the notes of issue 9).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+
+from experiments.common import (
+    by_bucket,
+    eval_batches,
+    experiment,
+    per_token,
+    replace_model,
+    restore_params,
+    run,
+    spread,
+)
+from experiments.results import Claim, figure, repro_args, seeds, write_results
+
+TRAIN_LEN = 64
+LENGTHS = (64, 128, 256, 512, 1024)
+EDGES = [0, 64, 128, 256, 512, 1024]  # position buckets at 16x
+TRAINED = {
+    "softmax": {},
+    "lssa": dict(attention="softplus"),
+    "lssar3": dict(attention="softplus", softplus_power=3.0),
+}
+VARIANTS = {  # label -> (trained run, re-weighting power at evaluation)
+    "softmax": ("softmax", None),
+    "LSSA": ("lssa", None),
+    "LSSA + p=3 at eval": ("lssa", 3.0),
+    "LSSA + p=15 at eval": ("lssa", 15.0),
+    "LSSAR p=3 (trained)": ("lssar3", 3.0),
+}
+
+
+def windows(batches: list[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
+    """The rows of `batches` [B, T] that hold one contiguous document (positions 0..T-1), cut into rows of
+    n tokens [B' * T / n, n] with positions 0..n-1: every evaluation length scores the very same tokens."""
+    out = []
+    for b in batches:
+        whole = np.all(b["positions"] == np.arange(b["positions"].shape[1]), axis=1) & np.all(
+            b["weights"] > 0, 1
+        )
+        rows = {k: v[whole].reshape(-1, n) for k, v in b.items()}
+        rows["positions"] = np.broadcast_to(np.arange(n, dtype=b["positions"].dtype), rows["positions"].shape)
+        out.append(rows)
+    if not any(len(b["inputs"]) for b in out):
+        raise ValueError("no evaluation row holds a single document")
+    return [b for b in out if len(b["inputs"])]
+
+
+def evaluate_seed(root: str, seed: int, steps: int, batches: dict) -> dict[str, dict[str, list[float]]]:
+    """Trains the three models of one seed -> {variant: {"by_length": [...], "by_position": [...]}}."""
+    common = dict(steps=steps, seq_len=TRAIN_LEN, max_seq_len=max(LENGTHS), seed=seed)
+    cfgs = {name: experiment(f"{root}/{name}", **common, **kw) for name, kw in TRAINED.items()}
+    for cfg in cfgs.values():
+        run(cfg)
+    params = {name: restore_params(cfg) for name, cfg in cfgs.items()}
+    out = {}
+    for label, (name, power) in VARIANTS.items():
+        model = replace_model(cfgs[name], softplus_power=power).model
+        toks = {n: per_token(model, params[name], batches[n]) for n in LENGTHS}
+        out[label] = {
+            "by_length": [float(toks[n]["nats"].mean()) for n in LENGTHS],
+            "by_position": by_bucket(toks[LENGTHS[-1]]["nats"], toks[LENGTHS[-1]]["position"], EDGES),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = repro_args(
+        "softplus",
+        __doc__,
+        quick_help="150 steps, one seed, 8 eval rows of 1024 tokens (full: 600 steps, seeds 0,1, 32 rows)",
+    ).parse_args(argv)
+    steps, n_eval = (150, 1) if args.quick else (600, 4)
+    run_seeds = seeds(args, [0] if args.quick else [0, 1])
+    text = eval_batches(max(LENGTHS), n_eval)
+    batches = {n: windows(text, n) for n in LENGTHS}
+    res = {}
+    for seed in run_seeds:
+        root = os.path.abspath(f"{args.workdir}/seed{seed}")
+        shutil.rmtree(root, ignore_errors=True)
+        res[seed] = evaluate_seed(root, seed, steps, batches)
+
+    rows = [
+        dict(model=label, seed=seed, eval_len=n, x_train_len=n // TRAIN_LEN, val_loss=loss)
+        for seed in run_seeds
+        for label in VARIANTS
+        for n, loss in zip(LENGTHS, res[seed][label]["by_length"])
+    ]
+    by_len = {
+        label: np.array([res[s][label]["by_length"] for s in run_seeds]) for label in VARIANTS
+    }  # [S, L]
+    by_pos = {label: np.array([res[s][label]["by_position"] for s in run_seeds]) for label in VARIANTS}
+
+    fig, axes = figure(ncols=2)
+    for label in VARIANTS:
+        m, sd = by_len[label].mean(0), by_len[label].std(0)
+        axes[0].errorbar(LENGTHS, m, yerr=sd, marker="o", ms=4, capsize=3, label=label)
+        mids = [(lo + hi) / 2 for lo, hi in zip(EDGES[:-1], EDGES[1:])]
+        axes[1].errorbar(mids, by_pos[label].mean(0), yerr=by_pos[label].std(0), marker="o", ms=4, capsize=3)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.axvline(TRAIN_LEN, color="k", lw=0.8, ls=":")
+    axes[0].set_xlabel("evaluation length (tokens per row)")
+    axes[0].set_title(f"trained at T={TRAIN_LEN}: loss vs eval length")
+    axes[1].set_xlabel("position in a 1024-token row (bucket)")
+    axes[1].set_title("at 16x: loss by position")
+    axes[0].legend(fontsize=8)
+
+    def growth(label: str, i: int) -> list[float]:  # loss at LENGTHS[i] minus loss at the training length
+        return list(by_len[label][:, i] - by_len[label][:, 0])
+
+    i8, i16 = LENGTHS.index(8 * TRAIN_LEN), LENGTHS.index(16 * TRAIN_LEN)
+    lssar = min(
+        ("LSSAR p=3 (trained)", "LSSA + p=3 at eval", "LSSA + p=15 at eval"),
+        key=lambda k: by_len[k][:, i16].mean(),
+    )
+    noise = max(
+        max(float(v[:, i16].std(ddof=1)) if len(run_seeds) > 1 else 0.0 for v in by_len.values()), 0.02
+    )
+    g_soft, g_lssa, g_best = (float(np.mean(growth(k, i16))) for k in ("softmax", "LSSA", lssar))
+    setup = f"byte-level stdlib corpus, d=64, 2 layers, RoPE, trained at T={TRAIN_LEN} for {steps} steps, seeds {run_seeds}"
+    flat = g_best < 0.25 and g_best < g_soft - 2 * noise
+    claims = [
+        Claim(
+            claim="With re-weighting (LSSAR) validation loss stays nearly flat far beyond the training length; softmax's climbs",
+            paper="LSSAR p=15: 3.19 at 1K -> 3.32 at 8K; softmax 3.19 -> 6.28",
+            paper_setup="GPT-2 124M + RoPE, FineWeb, trained at T=1024",
+            ours=f"loss(8x) - loss(1x): {lssar} {spread(growth(lssar, i8))}, softmax {spread(growth('softmax', i8))}; "
+            f"at 16x: {spread(growth(lssar, i16))} vs {spread(growth('softmax', i16))}",
+            our_setup=setup,
+            verdict="reproduced" if flat else ("partly" if g_best < g_soft - 2 * noise else "not reproduced"),
+        ),
+        Claim(
+            claim="LSSA alone (no re-weighting) extrapolates somewhat better than softmax",
+            paper="8K loss 5.94 (LSSA) vs 6.28 (softmax)",
+            paper_setup="GPT-2 124M + RoPE, FineWeb, trained at T=1024",
+            ours=f"loss(16x) - loss(1x): LSSA {spread(growth('LSSA', i16))}, softmax {spread(growth('softmax', i16))}",
+            our_setup=setup,
+            verdict="reproduced"
+            if g_lssa < g_soft - 2 * noise
+            else ("inconclusive" if g_lssa < g_soft + 2 * noise else "not reproduced"),
+        ),
+        Claim(
+            claim="The re-weighting works training-free: switched on at evaluation of an LSSA-trained model",
+            paper="'fine-tuning-free' re-weighting (paper v2); p=3 best at 1K, p=15 at 8K",
+            paper_setup="GPT-2 124M + RoPE, FineWeb",
+            ours=f"16x loss: LSSA {spread(list(by_len['LSSA'][:, i16]))}, +p=3 {spread(list(by_len['LSSA + p=3 at eval'][:, i16]))}, "
+            f"+p=15 {spread(list(by_len['LSSA + p=15 at eval'][:, i16]))}",
+            our_setup=setup,
+            verdict=(
+                "reproduced"
+                if min(by_len[k][:, i16].mean() for k in ("LSSA + p=3 at eval", "LSSA + p=15 at eval"))
+                < by_len["LSSA"][:, i16].mean() - 2 * noise
+                else "not reproduced"
+            ),
+        ),
+    ]
+    table = "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in by_len[k].mean(0))}" for k in VARIANTS)
+    summary = (
+        f"We trained byte-level softmax, LSSA and LSSAR (p=3) models at T={TRAIN_LEN} ({steps} steps, seeds "
+        f"{run_seeds}) and scored the validation split at {', '.join(f'{n // TRAIN_LEN}x' for n in LENGTHS)} the "
+        f"training length (mean loss at each: {table}). Softmax's loss grows by {g_soft:+.2f} nats at 16x, LSSA's "
+        f"by {g_lssa:+.2f} and the best re-weighted variant ({lssar}) by {g_best:+.2f}. The paper reports LSSAR "
+        "(p=15) nearly flat up to 8x-16x at GPT-2-small scale (3.19 -> 3.32 at 8K vs softmax 6.28); ours is a "
+        "2-layer, 64-dim model after a few hundred steps, where a loss that does not grow (or falls, since longer "
+        "context helps) with length is the extrapolation signal."
+    )
+    data = {
+        "lengths": list(LENGTHS),
+        "position_edges": EDGES,
+        **{f"seed{s}": res[s] for s in run_seeds},
+    }
+    write_results(
+        args,
+        title="Softplus attention (LSSA / LSSAR): length extrapolation",
+        rows=rows,
+        claims=claims,
+        summary=summary,
+        fig=fig,
+        data=data,
+    )
+
+
+if __name__ == "__main__":
+    main()
