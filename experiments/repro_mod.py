@@ -17,7 +17,7 @@ routing (leaks the future) and causal routing (honest) and their gap; causal-rou
 (agreement of the router sign / predictor with top-k, measured at eval); eval-forward time per
 token of every model in both modes, timed side by side.
 
-  python -m experiments.repro_mod           # full: d=128, T=128, 400 baseline steps, seeds 0,1
+  python -m experiments.repro_mod           # full: d=128, T=128, 300 baseline steps, seeds 0,1
   python -m experiments.repro_mod --quick   # d=64, T=128, 150 baseline steps, seed 0
 
 Runtime on the shared 2-core CPU (other jobs running, so ~2x the idle time): quick ~6 min, full
@@ -53,7 +53,7 @@ MODELS = {
     "pmod_prd": dict(PMOD, mod_schedule="prd", mod_capacity=PRD_MEAN),
     "pmod_const": dict(PMOD, mod_capacity=round(CONST_CAPACITY, 4)),
 }
-QUICK, FULL = Scale(d_model=64, seq_len=128, base_steps=150, eval_points=4), Scale(128, 128, 400)
+QUICK, FULL = Scale(d_model=64, seq_len=128, base_steps=150, eval_points=4), Scale(128, 128, 300)
 REL_TOL = 0.01  # "matches": within 1% of the dense loss (the paper's gains are ~1.5%) or the seed spread
 
 
