@@ -14,7 +14,8 @@
   of each model in turn, repeated) so background load on a shared machine hits all of them alike.
 - `run_family` / `evaluate_family` / `time_family` / `plot_loss_vs_flops`: the above over seeds,
   as result rows and a figure panel.
-- `mean_spread`, `diff_over_seeds`, `verdict_at_most`: seed statistics and a verdict rule.
+- `mean_spread`, `diff_over_seeds`, `verdict_at_most`, `verdict_faster`: seed statistics and
+  verdict rules.
 """
 
 from __future__ import annotations
@@ -296,3 +297,11 @@ def verdict_at_most(diff: float, spread: float, tol: float) -> str:
     if diff <= tol:
         return "reproduced"
     return "partly" if diff <= 3 * tol else "not reproduced"
+
+
+def verdict_faster(time_ratio: float, noise: float = 0.2) -> str:
+    """Verdict for a claim "faster than the baseline" from a time ratio (model / baseline): timings
+    on the shared CPU move by about +-`noise`, so only ratios beyond it decide."""
+    if time_ratio < 1 - noise:
+        return "reproduced"
+    return "not reproduced" if time_ratio > 1 + noise else "inconclusive"
