@@ -11,6 +11,7 @@ from experiments.routing_repro import (
     mean_spread,
     training_flops,
     verdict_at_most,
+    verdict_faster,
 )
 
 MODELS = {
@@ -53,3 +54,10 @@ def test_seed_statistics_and_verdict():
     assert verdict_at_most(0.02, 0.0, 0.01) == "partly"
     assert verdict_at_most(0.05, 0.0, 0.01) == "not reproduced"
     assert verdict_at_most(0.05, 0.02, 0.01) == "partly"  # the seed spread widens the tolerance
+
+
+def test_speed_verdict_needs_a_ratio_beyond_the_timing_noise():
+    assert verdict_faster(0.7) == "reproduced"
+    assert verdict_faster(0.9) == verdict_faster(1.1) == "inconclusive"
+    assert verdict_faster(1.3) == "not reproduced"
+    assert verdict_faster(0.9, noise=0.05) == "reproduced"
