@@ -82,12 +82,21 @@ def iso_flop_family(
 
 
 def run_family(
-    workdir: str, scale: Scale, models: dict[str, dict[str, Any]], *, baseline: str, seeds: list[int]
+    workdir: str,
+    scale: Scale,
+    models: dict[str, dict[str, Any]],
+    *,
+    baseline: str,
+    seeds: list[int],
+    first_seed_only: tuple[str, ...] = (),
 ) -> dict[str, list[ExperimentConfig]]:
-    """Trains (or resumes) every model of the iso-FLOP family for every seed -> name -> cfg per seed."""
+    """Trains (or resumes) every model of the iso-FLOP family for every seed (the models named in
+    `first_seed_only` for seeds[0] only) -> name -> cfg per seed."""
     out: dict[str, list[ExperimentConfig]] = {name: [] for name in models}
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         for name, cfg in iso_flop_family(workdir, scale, models, baseline=baseline, seed=seed).items():
+            if i > 0 and name in first_seed_only:
+                continue
             print(f"[{name} seed {seed}] {cfg.train.steps} steps", flush=True)
             run(cfg)
             out[name].append(cfg)
