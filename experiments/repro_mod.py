@@ -21,8 +21,8 @@ token of every model in both modes, timed side by side.
                                             # (the p-MoD pair: seed 0 only)
   python -m experiments.repro_mod --quick   # d=64, T=128, 150 baseline steps, seed 0
 
-Runtime on the shared 2-core CPU (other jobs running, so ~2x the idle time): quick ~6 min, full
-~40 min (estimated from the step times; see results/mod/results.json `wall_s`).
+Runtime measured on the 2-core CPU shared with ~4 other jobs (load ~7): quick 6.2 min wall (2.5
+CPU-min), full ~35 min wall (~14 CPU-min); alone expect roughly half the wall time.
 """
 
 from __future__ import annotations

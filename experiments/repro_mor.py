@@ -20,8 +20,9 @@ agreement with top-k.
   python -m experiments.repro_mor           # full: d=128, T=128, 300 vanilla steps, seeds 0,1
   python -m experiments.repro_mor --quick   # d=64, T=128, 150 vanilla steps, seed 0
 
-Runtime on the shared 2-core CPU (other jobs running, so ~2x the idle time): quick ~5 min, full
-~35 min (estimated from the step times; see results/mor/results.json `wall_s`).
+Runtime measured on the 2-core CPU shared with ~4 other jobs (load ~7): quick 4-6 min wall (2.3
+CPU-min); full not run yet (estimated ~50 min shared from the repro_mod full step times, about half
+that alone).
 """
 
 from __future__ import annotations
