@@ -45,10 +45,10 @@ def plan(quick: bool) -> tuple[dict[str, Any], list[tuple[str, Any, str | None, 
     """(settings, runs): each run is (name, method, draft, sampler, labels for the rows)."""
     if quick:
         settings = {"steps": 120, "drafts": {"1L": 1}, "prompts": 2, "max_new": 48, "repeats": 2}
-        gammas, best = (2, 4), "1L"
+        gammas = (2, 4)
     else:
         settings = {"steps": 400, "drafts": {"1L": 1, "2L": 2}, "prompts": 6, "max_new": 96, "repeats": 3}
-        gammas, best = (1, 2, 4, 8), "2L"
+        gammas = (1, 2, 4, 8)
     runs = []
     for temp, sampler in ((0.0, GREEDY), (1.0, T1)):
         label = {"temperature": temp}
@@ -64,7 +64,6 @@ def plan(quick: bool) -> tuple[dict[str, Any], list[tuple[str, Any, str | None, 
         runs.append(
             ("token recycling", TokenRecycling(), None, sampler, {**label, "method": "token_recycling"})
         )
-    settings["best_draft"] = best
     return settings, runs
 
 
@@ -120,25 +119,31 @@ def speed_verdict(measured: float, flat: float, paper_low: float) -> str:
     return "partly" if max(measured, flat) > 1.05 else "not reproduced"
 
 
-def claims_of(rows: list[dict], settings: dict, setup: str, quick: bool) -> tuple[list[Claim], str]:
+def claims_of(rows: list[dict], settings: dict, setup: str, sample: str) -> tuple[list[Claim], str]:
+    """The claims table and the summary, computed from the rows; `sample` is greedy AR's first text."""
     greedy = [r for r in rows if r["temperature"] == 0.0 and r["method"] != "ar"]
+    # the spec's default gamma = 4, with the draft that models faster at T=0 (both drafts are in the rows)
     spec = max(
-        (r for r in greedy if r["method"] == "speculative" and r["draft"] == settings["best_draft"]),
+        (r for r in greedy if r["method"] == "speculative" and r["gamma"] == 4),
         key=lambda r: r["flat_speedup"],
     )
-    spec_t1 = next(
-        r
-        for r in rows
-        if r["temperature"] == 1.0 and r["method"] == "speculative" and r["draft"] == spec["draft"]
+
+    def at_t1(method: str, draft: str | None = None) -> dict:
+        return next(
+            r for r in rows if r["temperature"] == 1.0 and r["method"] == method and r.get("draft") == draft
+        )
+
+    spec_t1, tr = (
+        at_t1("speculative", spec["draft"]),
+        next(r for r in greedy if r["method"] == "token_recycling"),
     )
-    tr = next(r for r in greedy if r["method"] == "token_recycling")
     n_exact = sum(r["greedy_equals_ar"] for r in greedy)
     chains = [r for r in greedy if r["method"] == "speculative"]
     gap = max(abs(r["mean_accepted_tokens"] / r["theory_mat"] - 1) for r in chains)
 
     def fmt(r: dict) -> str:
         return (
-            f"MAT {r['mean_accepted_tokens']:.2f}, {r['target_calls_per_token']:.2f} target calls/token; "
+            f"MAT {r['mean_accepted_tokens']:.2f}, {r['target_calls_per_token']:.2f} target calls/token, "
             f"x{r['flat_speedup']:.2f} modelled (flat), x{r['speedup']:.2f} measured on CPU"
         )
 
@@ -148,11 +153,15 @@ def claims_of(rows: list[dict], settings: dict, setup: str, quick: bool) -> tupl
             paper="2x-3x (Leviathan); 2-2.5x (Chen)",
             paper_setup="T5-XXL 11B + T5-small draft, WMT/CNN-DM, TPU (Leviathan); Chinchilla 70B + 4B draft, "
             "XSum/HumanEval (Chen)",
-            ours=f"chain gamma={spec['gamma']}, {spec['draft']} draft, T=0: {fmt(spec)}, acceptance "
-            f"{spec['acceptance']:.2f}; T=1: MAT {spec_t1['mean_accepted_tokens']:.2f}, "
-            f"x{spec_t1['flat_speedup']:.2f} modelled",
+            ours=f"chain gamma=4, {spec['draft']} draft; T=0: {fmt(spec)}, acceptance {spec['acceptance']:.2f}; "
+            f"T=1: {fmt(spec_t1)}, acceptance {spec_t1['acceptance']:.2f}",
             our_setup=setup,
-            verdict=speed_verdict(spec["speedup"], spec["flat_speedup"], 2.0),
+            # the weaker temperature decides: small models' greedy text repeats, which flatters T=0
+            verdict=speed_verdict(
+                min(spec["speedup"], spec_t1["speedup"]),
+                min(spec["flat_speedup"], spec_t1["flat_speedup"]),
+                2.0,
+            ),
         ),
         Claim(
             claim="Chain MAT follows (1 - a^(gamma+1)) / (1 - a) for per-position acceptance a",
@@ -166,7 +175,8 @@ def claims_of(rows: list[dict], settings: dict, setup: str, quick: bool) -> tupl
             claim="Token Recycling (no draft model) gives ~2x with MAT ~2.7, lossless",
             paper="2.03x, MAT 2.70 (Vicuna-7B); 2.34x, MAT 2.93 (CodeLlama-7B, MBPP)",
             paper_setup="Spec-Bench / MBPP, A100, greedy, batch 1, 80-node tree, k=8",
-            ours=f"80-node tree, T=0: {fmt(tr)}",
+            ours=f"80-node tree, T=0: {fmt(tr)}; T=1 (rocket's exact sampling extension, not in the paper): "
+            f"MAT {at_t1('token_recycling')['mean_accepted_tokens']:.2f}",
             our_setup=setup,
             verdict=speed_verdict(tr["speedup"], tr["flat_speedup"], 2.0),
         ),
@@ -182,22 +192,21 @@ def claims_of(rows: list[dict], settings: dict, setup: str, quick: bool) -> tupl
     summary = (
         f"We trained a byte-level 6-layer d=128 target ({rows[0]['target_bpb']:.2f} bits/byte) and small "
         f"drafts on the built-in corpus ({settings['steps']} steps each) and decoded {settings['prompts']} code "
-        f"prompts ({settings['max_new']} new tokens, batch 1). Speculative sampling with the "
-        f"{spec['draft']} draft (gamma={spec['gamma']}) emits {spec['mean_accepted_tokens']:.2f} tokens per "
-        f"target call at T=0 ({spec_t1['mean_accepted_tokens']:.2f} at T=1); Token Recycling, with no draft "
-        f"model, {tr['mean_accepted_tokens']:.2f}. In the flat-cost model (a verify block costs a 1-token "
-        f"step, roughly a memory-bound accelerator) that is x{spec['flat_speedup']:.2f} and "
-        f"x{tr['flat_speedup']:.2f} over AR; measured on this CPU, where a wide verify block costs several "
-        f"1-token steps and the models are tiny, it is x{spec['speedup']:.2f} and x{tr['speedup']:.2f}. The "
-        f"papers' 2-3x are wall-clock numbers for billion-parameter models on accelerators, so only the "
-        f"call-count side (MAT, calls/token) is directly comparable; the timings are noisy (shared 2-core "
-        f"machine). Every greedy method reproduced greedy AR's output token for token ({n_exact}/{len(greedy)})."
+        f"prompts ({settings['max_new']} new tokens, batch 1). Speculative sampling (gamma=4, {spec['draft']} "
+        f"draft) emits {spec['mean_accepted_tokens']:.2f} tokens per target call at T=0 and "
+        f"{spec_t1['mean_accepted_tokens']:.2f} at T=1; Token Recycling, with no draft model, "
+        f"{tr['mean_accepted_tokens']:.2f} at T=0. In the flat-cost model (a verify block costs a 1-token "
+        f"step, roughly a memory-bound accelerator) that is x{spec['flat_speedup']:.2f} / "
+        f"x{spec_t1['flat_speedup']:.2f} and x{tr['flat_speedup']:.2f} over AR; measured on this CPU, where a "
+        f"wide verify block costs several 1-token steps and the models are tiny, x{spec['speedup']:.2f} / "
+        f"x{spec_t1['speedup']:.2f} and x{tr['speedup']:.2f}. Caveats: the greedy text of these small models "
+        f"repeats itself (greedy AR: {sample[:60]!r}...), which inflates T=0 acceptance and MAT (Token "
+        "Recycling most), so T=1 is the fairer regime; the timings were taken on a 2-core machine shared with "
+        "other jobs and are noisy (they also enter the flat model through the draft/target cost ratio); the "
+        "papers' 2-3x are wall-clock numbers for billion-parameter models on accelerators, so only the "
+        "call counts (MAT, calls/token) compare directly. Every greedy method reproduced greedy AR's output "
+        f"token for token ({n_exact}/{len(greedy)})."
     )
-    if quick:
-        summary += (
-            " Quick mode: the models are undertrained and their greedy text is repetitive, which inflates "
-            "MAT (Token Recycling most); read the full mode's numbers."
-        )
     return claims, summary
 
 
@@ -220,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         f"byte-level 6L d=128 target, {'/'.join(settings['drafts'])} drafts, {settings['steps']} steps on "
         f"the built-in corpus; {settings['prompts']} prompts x {settings['max_new']} tokens, batch 1, CPU"
     )
-    claims, summary = claims_of(rows, settings, setup, args.quick)
     sample = PROMPTS[0] + tok.decode(results[0]["tokens"][0])
+    claims, summary = claims_of(rows, settings, setup, sample)
     write_results(
         args,
         title="Speculative sampling and Token Recycling vs autoregressive decoding",
