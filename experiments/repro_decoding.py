@@ -16,8 +16,9 @@ the model's measured 1-token call: the memory-bound accelerator regime the paper
 not a measurement). Exactness is checked where it is cheap: greedy outputs of every method must equal
 greedy AR's token for token. The measurement itself is `experiments.bench_decode.measure`.
 
-Runtime on the shared 2-core CPU (noisy): --quick ~4 min (120 training steps per model, 2 prompts,
-48 new tokens), full ~20 min (400 steps, 3 models, 6 prompts, 96 new tokens, a gamma sweep).
+Runtime measured on the 2-core CPU while shared with other jobs (load ~8, so noisy and pessimistic):
+--quick 3.7 min (120 training steps per model, 1 draft, 2 prompts, 48 new tokens), full 24 min (400
+steps, 3 models, 6 prompts, 96 new tokens, the gamma sweep, DySpec and RSD).
 """
 
 from __future__ import annotations

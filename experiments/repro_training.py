@@ -22,9 +22,9 @@ recall rows "k1:v1,...,k8:v8?kj=" -> vj (rocket.data.synthetic; loss on the answ
 per row, not the spec's multi-query variant), fresh rows every step; recorded: held-out exact-match
 recall accuracy vs step.
 
-Runtime on the shared 2-core CPU (noisy): --quick ~4 min (d=64 2 layers, 100 steps, 3 variants, 2
-seeds; recall 240 steps), full ~25 min (d=64 2 layers, 400 steps, 4 variants, 3 seeds; recall
-800 steps, 2 seeds).
+Runtime measured on the 2-core CPU while shared with other jobs (load ~8, so noisy and pessimistic):
+--quick ~5 min (d=64 2 layers, 100 steps, 3 variants, 2 seeds; recall 240 steps), full 24 min (d=64 2
+layers, 400 steps, 4 variants, 3 seeds; recall 800 steps, 2 seeds).
 """
 
 from __future__ import annotations
