@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +62,9 @@ SMALL_TEMPLATE = tuple((i,) for i in range(4)) + ((0, 0), (0, 1), (1, 0), (0, 0,
 SMALL_TEMPLATE += ((0, 0, 0, 0), (0, 0, 0, 0, 0))
 
 
-def train_or_load(root: str, name: str, layers: int, steps: int):
+def train_or_load(root: str, name: str, layers: int, steps: int) -> tuple[ModelStep, Any, float]:
+    """Trains (or reloads) a d=128 byte-level decoder of `layers` layers on the built-in corpus under
+    root/name -> (ModelStep, tokenizer, validation bits/byte)."""
     cfg = ExperimentConfig(
         model=ModelConfig(
             vocab_size=258, d_model=128, n_layers=layers, n_heads=4, n_kv_heads=2, max_seq_len=256
@@ -79,11 +82,10 @@ def train_or_load(root: str, name: str, layers: int, steps: int):
         ),
     )
     t0 = time.time()
-    result = train(cfg)  # resumes: a finished run only reloads
-    print(
-        f"{name}: {layers} layers, eval bits/byte {result.get('eval_bits_per_byte', float('nan')):.3f} ({time.time() - t0:.0f}s)"
-    )
-    return load_run(os.path.join(root, name))
+    bpb = float(train(cfg)["eval_bits_per_byte"])  # resumes: a finished run only reloads
+    print(f"{name}: {layers} layers, eval bits/byte {bpb:.3f} ({time.time() - t0:.0f}s)", flush=True)
+    model, tokenizer, _ = load_run(os.path.join(root, name))
+    return model, tokenizer, bpb
 
 
 def call_time(model: ModelStep, width: int, max_len: int, repeats: int) -> float:
@@ -174,6 +176,70 @@ def run_method(
     return row
 
 
+def measure(
+    runs: list[tuple[str, Any, str | None, SamplerConfig]],
+    models: dict[str, ModelStep],
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    repeats: int,
+) -> list[dict]:
+    """Decodes `prompts` with every run (name, method, draft name or None, sampler) -> one dict per
+    run: `decode_stats`, tokens/s, `speedup` over the autoregressive run of the same sampler (which
+    must come first in `runs`), `model_speedup` / `flat_speedup` (`modelled`), `theory_mat` (chains
+    only), `same_as_ar` (greedy runs: output identical to greedy AR, else None) and `tokens`.
+
+    models: "target" and the drafts by name; per-call costs are measured at every width the runs use
+    (one cache size: the largest any run needs) and printed."""
+    needed = {("target", 1)}
+    for _, method, draft, _ in runs:
+        verify, draft_widths = call_widths(method)
+        needed |= {("target", verify)} | {(draft, w) for w in draft_widths + (1,) * bool(draft_widths)}
+    prompt_width = 1 + max(len(tokenizer.encode(p)) for p in prompts)
+    max_len = prompt_width + max_new_tokens + max(m.block_width for _, m, _, _ in runs)
+    t = {(name, width): call_time(models[name], width, max_len, repeats) for name, width in sorted(needed)}
+    for name in sorted({n for n, _ in t}):
+        costs = "  ".join(f"t({w})={t[(n, w)] * 1e3:.3f}" for n, w in sorted(t) if n == name)
+        print(f"per-call ms, {name:6s} (cache {max_len}): {costs}", flush=True)
+
+    base, results = {}, []
+    for name, method, draft, sampler in runs:
+        t0 = time.time()
+        r = run_method(
+            models["target"], models.get(draft), tokenizer, method, sampler, max_new_tokens, prompts, repeats
+        )
+        if isinstance(method, Autoregressive):
+            base[sampler] = r
+        if sampler not in base:
+            raise ValueError(f"run {name!r}: no autoregressive run with its sampler precedes it")
+        r["same_as_ar"] = (
+            all((a == b).all() for a, b in zip(r["tokens"], base[sampler]["tokens"]))
+            if sampler.greedy
+            else None
+        )
+        r["speedup"] = r["tokens_per_s"] / base[sampler]["tokens_per_s"]
+        r["model_speedup"], r["flat_speedup"] = modelled(r, method, draft, t)
+        is_chain = isinstance(method, Speculative) and set(method.branching) == {1}
+        r["theory_mat"] = chain_mat(r["position_acceptance"], len(method.branching)) if is_chain else None
+        r["name"], r["seconds"] = name, time.time() - t0
+        print_run(r)
+        results.append(r)
+    return results
+
+
+def print_run(r: dict) -> None:
+    """One line of the side-by-side table."""
+    theory = f" (th {r['theory_mat']:.2f})" if r["theory_mat"] is not None else " " * 9
+    same = {None: "", True: "  (== AR greedy)", False: "  (!= AR)"}[r["same_as_ar"]]
+    print(
+        f"{r['name']:30s} acc {r['acceptance']:.3f} a/pos {r['position_acceptance']:.3f}  "
+        f"MAT {r['mean_accepted_tokens']:.2f}{theory}  target/tok {r['target_calls_per_token']:.3f}  "
+        f"draft/tok {r['draft_calls_per_token']:.3f}  {r['tokens_per_s']:7.1f} tok/s  x{r['speedup']:.2f}  "
+        f"model x{r['model_speedup']:.2f}  flat(model) x{r['flat_speedup']:.2f}{same}  [{r['seconds']:.0f}s]",
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default="runs/bench_decode")
@@ -210,51 +276,8 @@ def main() -> None:
         ("token recycling 2.2.2, T=0.7", TokenRecycling(), None, t07),
     ]
 
-    # Per-call costs at every width the methods use (one cache size: the largest any method needs).
-    needed = {("target", 1)}
-    for _, method, draft, _ in runs:
-        verify, draft_widths = call_widths(method)
-        needed |= {("target", verify)} | {(draft, w) for w in draft_widths + (1,) * bool(draft_widths)}
-    prompt_width = 1 + max(len(tok.encode(p)) for p in prompts)
-    max_len = prompt_width + args.max_new_tokens + max(m.block_width for _, m, _, _ in runs)
-    t = {}
-    for name, width in sorted(needed):
-        t[(name, width)] = call_time(models[name], width, max_len, args.repeats)
-    for name in models:
-        costs = "  ".join(f"t({w})={t[(n, w)] * 1e3:.3f}" for n, w in sorted(t) if n == name)
-        print(f"per-call ms, {name:6s} (cache {max_len}): {costs}", flush=True)
-
-    base = {}
-    for name, method, draft, sampler in runs:
-        t0 = time.time()
-        r = run_method(
-            target, models.get(draft), tok, method, sampler, args.max_new_tokens, prompts, args.repeats
-        )
-        if isinstance(method, Autoregressive):
-            base[sampler] = r
-        same = (
-            ""
-            if sampler != greedy
-            else (
-                "  (== AR greedy)"
-                if all((a == b).all() for a, b in zip(r["tokens"], base[greedy]["tokens"]))
-                else "  (!= AR)"
-            )
-        )
-        speedup = r["tokens_per_s"] / base[sampler]["tokens_per_s"]
-        model_x, flat_x = modelled(r, method, draft, t)
-        is_chain = isinstance(method, Speculative) and set(method.branching) == {1}
-        theory = (
-            f" (th {chain_mat(r['position_acceptance'], len(method.branching)):.2f})" if is_chain else " " * 9
-        )
-        print(
-            f"{name:30s} acc {r['acceptance']:.3f} a/pos {r['position_acceptance']:.3f}  "
-            f"MAT {r['mean_accepted_tokens']:.2f}{theory}  target/tok {r['target_calls_per_token']:.3f}  "
-            f"draft/tok {r['draft_calls_per_token']:.3f}  {r['tokens_per_s']:7.1f} tok/s  x{speedup:.2f}  "
-            f"model x{model_x:.2f}  flat(model) x{flat_x:.2f}{same}  [{time.time() - t0:.0f}s]",
-            flush=True,
-        )
-    print("\nsample (target greedy): " + repr(PROMPTS[0] + tok.decode(base[greedy]["tokens"][0])))
+    results = measure(runs, models, tok, prompts, args.max_new_tokens, args.repeats)
+    print("\nsample (target greedy): " + repr(PROMPTS[0] + tok.decode(results[0]["tokens"][0])))
 
 
 if __name__ == "__main__":
