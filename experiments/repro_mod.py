@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             ours=f"MoD/dense forward time: top-k {speed_topk:.2f}x, causal {speed_causal:.2f}x "
             f"(FLOPs {fpt_ratio:.2f}x)",
             our_setup=f"eval forward B=8, T={scale.seq_len}, CPU (shared, +-20%)",
-            verdict=verdict_faster(speed_topk),
+            verdict=verdict_faster(speed_topk, fpt_ratio),
         ),
         Claim(
             claim="p-MoD's progressive ratio decay beats a constant ratio at equal FLOPs",

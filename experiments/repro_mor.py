@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             ours=f"MoR/vanilla eval-forward tokens/s: top-k {speed['topk']:.2f}x, causal {speed['causal']:.2f}x "
             f"(FLOPs {fpt_ratio:.2f}x)",
             our_setup=f"eval forward B=8, T={scale.seq_len}, CPU (shared, +-20%)",
-            verdict=verdict_faster(1 / speed["topk"]),
+            verdict=verdict_faster(1 / speed["topk"], fpt_ratio),
         ),
     ]
 

@@ -308,9 +308,13 @@ def verdict_at_most(diff: float, spread: float, tol: float) -> str:
     return "partly" if diff <= 3 * tol else "not reproduced"
 
 
-def verdict_faster(time_ratio: float, noise: float = 0.2) -> str:
+def verdict_faster(time_ratio: float, flop_ratio: float, noise: float = 0.2) -> str:
     """Verdict for a claim "faster than the baseline" from a time ratio (model / baseline): timings
-    on the shared CPU move by about +-`noise`, so only ratios beyond it decide."""
+    on the shared CPU move by about +-`noise`, so only ratios beyond it decide. A time ratio far
+    below the FLOP ratio (model / baseline) is faster than the arithmetic allows: load noise in
+    the timing, hence inconclusive."""
+    if time_ratio < flop_ratio * (1 - noise):
+        return "inconclusive"
     if time_ratio < 1 - noise:
         return "reproduced"
     return "not reproduced" if time_ratio > 1 + noise else "inconclusive"
