@@ -113,30 +113,19 @@ def main(argv: list[str] | None = None) -> None:
     styles = {"standard": "tab:blue", "lexinvariant": "tab:red"}
     for name in MODELS:
         for text, ls in (("plain", "-"), ("cipher", "--")):
-            v = res[text][name]["nats"][:, :-1]
-            axes[0].errorbar(
-                mids,
-                v.mean(0),
-                yerr=v.std(0),
-                color=styles[name],
-                ls=ls,
-                marker="o",
-                ms=4,
-                capsize=3,
-                label=f"{name}, {text}",
-            )
-            a = res[text][name]["correct"][:, :-1]
-            axes[1].errorbar(
-                mids,
-                a.mean(0),
-                yerr=a.std(0),
-                color=styles[name],
-                ls=ls,
-                marker="o",
-                ms=4,
-                capsize=3,
-                label=f"{name}, {text}",
-            )
+            for ax, metric in zip(axes, ("nats", "correct")):
+                v = res[text][name][metric][:, :-1]  # [draws, buckets]
+                ax.errorbar(
+                    mids,
+                    v.mean(0),
+                    yerr=v.std(0),
+                    color=styles[name],
+                    ls=ls,
+                    marker="o",
+                    ms=4,
+                    capsize=3,
+                    label=f"{name}, {text}",
+                )
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("position in the context (bucket midpoint)")

@@ -29,14 +29,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.results import Claim, figure, repro_args, seeds, write_results
+from experiments.results import (
+    Claim,
+    diff_over_seeds,
+    figure,
+    mean_spread,
+    repro_args,
+    seeds,
+    write_results,
+)
 from experiments.routing_repro import (
     Scale,
     by_model,
-    diff_over_seeds,
     evaluate_family,
     grouped_bars,
-    mean_spread,
     plot_loss_vs_flops,
     run_family,
     time_family,

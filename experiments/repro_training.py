@@ -31,14 +31,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import statistics
 from typing import Any
 
 import jax
 import numpy as np
 
 from experiments.common import experiment, logged, run
-from experiments.results import Claim, figure, repro_args, seeds, write_results
+from experiments.results import (
+    Claim,
+    diff_over_seeds,
+    figure,
+    mean_spread,
+    repro_args,
+    seeds,
+    write_results,
+)
 from rocket.config import ExperimentConfig
 from rocket.data import build_data
 from rocket.data.synthetic import answer_accuracy, associative_recall
@@ -109,25 +116,20 @@ def recall_run(meap_rate: float, seed: int, steps: int) -> list[tuple[int, float
     return curve
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def compare(variant: list[float], base: list[float]) -> tuple[float, float, str]:
     """Paired over seeds (a seed fixes the init and the data order of every variant): (mean of the
     per-seed differences variant - base, its standard error, "lower" / "higher" / "tie"); a
     difference counts only beyond two standard errors (crude with 2-3 seeds)."""
-    diffs = [v - b for v, b in zip(variant, base, strict=True)]
-    diff, sd = mean_sd(diffs)
-    se = sd / len(diffs) ** 0.5
+    diff, sd = diff_over_seeds(variant, base)
+    se = sd / len(base) ** 0.5
     return diff, se, "lower" if diff < -2 * se else "higher" if diff > 2 * se else "tie"
 
 
 def claims_of(final: dict[str, list[float]], recall: dict[str, list[float]], setup: str, rsetup: str):
     def fmt(name: str) -> str:
         diff, se, _ = compare(final[name], final["baseline"])
-        m, s = mean_sd(final[name])
-        return f"{m:.4f} +- {s:.4f} bits/byte vs baseline {mean_sd(final['baseline'])[0]:.4f}: {diff:+.4f} (se {se:.4f})"
+        m, s = mean_spread(final[name])
+        return f"{m:.4f} +- {s:.4f} bits/byte vs baseline {mean_spread(final['baseline'])[0]:.4f}: {diff:+.4f} (se {se:.4f})"
 
     rw, meap = compare(final["reweight"], final["baseline"])[2], compare(final["meap"], final["baseline"])[2]
     rdiff, rse, rside = compare(recall["meap"], recall["ntp"])
@@ -153,8 +155,8 @@ def claims_of(final: dict[str, list[float]], recall: dict[str, list[float]], set
             claim="MEAP improves in-context key-information retrieval over next-token training",
             paper="large gains on needle-in-a-haystack; SFT +11.77 pp on lost-in-the-middle",
             paper_setup="1.1B pretraining; Llama-3-8B SFT",
-            ours=f"held-out recall accuracy {mean_sd(recall['meap'])[0]:.3f} (MEAP) vs "
-            f"{mean_sd(recall['ntp'])[0]:.3f} (NTP): {rdiff:+.3f} (se {rse:.3f})",
+            ours=f"held-out recall accuracy {mean_spread(recall['meap'])[0]:.3f} (MEAP) vs "
+            f"{mean_spread(recall['ntp'])[0]:.3f} (NTP): {rdiff:+.3f} (se {rse:.3f})",
             our_setup=rsetup,
             verdict="inconclusive"
             if chance or rside == "tie"
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{RECALL['eval_rows']} held-out rows, seeds {recall_seeds}"
     )
     claims = claims_of(final, recall, setup, rsetup)
-    stats = {name: mean_sd(v) for name, v in final.items()}
+    stats = {name: mean_spread(v) for name, v in final.items()}
     diffs = {name: compare(v, final["baseline"]) for name, v in final.items() if name != "baseline"}
     rdiff, rse, _ = compare(recall["meap"], recall["ntp"])
     summary = (
@@ -254,8 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{n} {m:.4f} +- {s:.4f}" for n, (m, s) in stats.items())
         + "; paired by seed (same init and data order), the differences to the baseline are "
         + ", ".join(f"{n} {d:+.4f} (se {se:.4f})" for n, (d, se, _) in diffs.items())
-        + f". Recall probe ({rsetup}): held-out accuracy NTP {mean_sd(recall['ntp'])[0]:.3f}, MEAP "
-        f"{mean_sd(recall['meap'])[0]:.3f} (chance 0.1; paired difference {rdiff:+.3f}, se {rse:.3f}). "
+        + f". Recall probe ({rsetup}): held-out accuracy NTP {mean_spread(recall['ntp'])[0]:.3f}, MEAP "
+        f"{mean_spread(recall['meap'])[0]:.3f} (chance 0.1; paired difference {rdiff:+.3f}, se {rse:.3f}). "
         "A difference counts only beyond two standard errors (crude with this few seeds). The papers' "
         "claims are about 0.1-7B models, downstream accuracy and long-context retrieval after billions of "
         "tokens; our validation loss is the plain token mean, which reweighting (it changes the "

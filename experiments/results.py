@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -94,6 +95,17 @@ def seeds(args: argparse.Namespace, default: Sequence[int]) -> list[int]:
         return [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"error: --seeds must be comma-separated integers, got {args.seeds!r}") from None
+
+
+def mean_spread(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation; 0 for one value) of repeated measurements (seeds, draws)."""
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def diff_over_seeds(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Paired a - b over seeds (same seed = same init and data order) -> (mean, sample sd)."""
+    return mean_spread([x - y for x, y in zip(a, b, strict=True)])
 
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.6):

@@ -14,8 +14,7 @@
   of each model in turn, repeated) so background load on a shared machine hits all of them alike.
 - `run_family` / `evaluate_family` / `time_family` / `plot_loss_vs_flops`: the above over seeds,
   as result rows and a figure panel.
-- `mean_spread`, `diff_over_seeds`, `verdict_at_most`, `verdict_faster`: seed statistics and
-  verdict rules.
+- `verdict_at_most`, `verdict_faster`: verdict rules (seed statistics: `experiments.results`).
 """
 
 from __future__ import annotations
@@ -286,17 +285,6 @@ def forward_seconds(
     for (name, routing), ts in times.items():
         out[name][routing] = float(np.median(ts))
     return out
-
-
-def mean_spread(values: list[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation; 0 for one value)."""
-    a = np.asarray(values, np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def diff_over_seeds(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Paired a - b over seeds (same seed = same data order and init key) -> (mean, spread)."""
-    return mean_spread([x - y for x, y in zip(a, b, strict=True)])
 
 
 def verdict_at_most(diff: float, spread: float, tol: float) -> str:

@@ -4,11 +4,10 @@
 import numpy as np
 import pytest
 
+from experiments.results import diff_over_seeds, mean_spread
 from experiments.routing_repro import (
     Scale,
-    diff_over_seeds,
     iso_flop_family,
-    mean_spread,
     training_flops,
     verdict_at_most,
     verdict_faster,
