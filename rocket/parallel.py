@@ -14,8 +14,7 @@ So DP / FSDP / TP is a config change (`--config.parallel.fsdp=4`). A logical axi
 not divisible by its mesh axes is replicated instead (e.g. a 258-token vocabulary on tensor=4).
 
 The mesh uses `AxisType.Auto` on every axis (classic GSPMD, what linen's logical constraints
-expect); `jax.make_mesh`'s default Explicit axes turn those constraints into assertions
-(shared/research/platform.md section 2).
+expect); `jax.make_mesh`'s default Explicit axes turn those constraints into assertions.
 """
 
 from __future__ import annotations
@@ -66,14 +65,14 @@ def resolve_mesh_shape(pcfg: ParallelConfig, n_devices: int) -> tuple[int, int, 
     if -1 in sizes:
         if n_devices % known:
             raise ConfigError(
-                f"config field 'parallel': {n_devices} devices cannot be split with "
-                f"data={pcfg.data}, fsdp={pcfg.fsdp}, tensor={pcfg.tensor}"
+                "parallel",
+                f"{n_devices} devices cannot be split with "
+                f"data={pcfg.data}, fsdp={pcfg.fsdp}, tensor={pcfg.tensor}",
             )
         sizes[sizes.index(-1)] = n_devices // known
     if int(np.prod(sizes)) != n_devices:
         raise ConfigError(
-            f"config field 'parallel': data*fsdp*tensor = {int(np.prod(sizes))} but there are "
-            f"{n_devices} devices"
+            "parallel", f"data*fsdp*tensor = {int(np.prod(sizes))} but there are {n_devices} devices"
         )
     return tuple(sizes)  # type: ignore[return-value]
 
@@ -135,9 +134,10 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
         rows = np.shape(v)[0] * jax.process_count() if np.ndim(v) else 0
         if not np.ndim(v) or rows % shards:
             raise ConfigError(
-                f"config field 'data.batch_size': batch entry {k!r} of shape {np.shape(v)} "
+                "data.batch_size",
+                f"batch entry {k!r} of shape {np.shape(v)} "
                 f"({jax.process_count()} process(es)) has {rows} global rows, which the mesh's "
-                f"data*fsdp = {shards} batch shards do not divide"
+                f"data*fsdp = {shards} batch shards do not divide",
             )
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
@@ -169,8 +169,9 @@ def maybe_initialize_distributed() -> bool:
             )
         except KeyError as e:
             raise ConfigError(
+                "parallel",
                 f"JAX_COORDINATOR_ADDRESS is set but {e.args[0]} is not; set JAX_NUM_PROCESSES and "
-                "JAX_PROCESS_ID too"
+                "JAX_PROCESS_ID too",
             ) from None
     jax.distributed.initialize(**kwargs)
     logging.info(

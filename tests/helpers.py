@@ -6,14 +6,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rocket.config import ModelConfig
+from rocket.config import ModelConfig, override
 from rocket.models import Transformer
 
 TINY = dict(vocab_size=258, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128)
 
 
-def tiny_model(**overrides) -> tuple[Transformer, dict]:
-    cfg = ModelConfig(**{**TINY, **overrides})
+def tiny_cfg(**changes) -> ModelConfig:
+    """`TINY` with `changes` applied by `rocket.config.override` (a section may be given as a dict of
+    the fields it changes: `tiny_cfg(mod=dict(pattern="dense,mod"))`)."""
+    return override(ModelConfig(**TINY), changes)
+
+
+def tiny_model(**changes) -> tuple[Transformer, dict]:
+    cfg = tiny_cfg(**changes)
     model = Transformer(cfg)
     tokens = jnp.zeros((1, 8), jnp.int32)
     params = model.init(jax.random.key(0), tokens, jnp.zeros_like(tokens))

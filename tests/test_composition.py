@@ -17,15 +17,13 @@ from rocket.train.step import MODEL_RNG_STREAM
 from tests.helpers import assert_cached_decoding_matches, positions_for, tiny_model
 
 KINDS = dict(
-    attention="softplus",
-    softplus_power=3.0,
-    projection="pattention",
-    n_param_tokens=32,
-    embedding="lexinvariant",
+    attention=dict(kind="softplus", softplus_power=3.0),
+    projection=dict(kind="pattention", param_tokens=32),
+    embedding=dict(kind="lexinvariant"),
 )
 DEPTH = {
-    "mod": dict(block_pattern="dense,mod", mod_capacity=0.5, mod_gate="tanhnorm"),
-    "mor": dict(n_layers=4, mor_sharing="middle_cycle", mor_recursions=2),
+    "mod": dict(mod=dict(pattern="dense,mod", capacity=0.5, gate="tanhnorm")),
+    "mor": dict(n_layers=4, mor=dict(sharing="middle_cycle", recursions=2)),
 }
 
 

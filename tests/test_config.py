@@ -25,29 +25,29 @@ def test_round_trip_through_ml_collections():
     [
         ({"model": {"d_modle": 64}}, "model.d_modle"),
         ({"optimizer": {}}, "optimizer"),
-        ({"model": {"d_model": 100, "n_heads": 3}}, "d_model"),
-        ({"model": {"n_heads": 4, "n_kv_heads": 3}}, "n_kv_heads"),
+        ({"model": {"d_model": 100, "n_heads": 3}}, "model.d_model"),
+        ({"model": {"n_heads": 4, "n_kv_heads": 3}}, "model.n_kv_heads"),
         ({"model": {"max_seq_len": 64}, "data": {"seq_len": 128}}, "data.seq_len"),
-        ({"data": {"val_fraction": 1.5}}, "val_fraction"),
-        ({"data": {"val_fraction": 0.0}}, "val_fraction"),
-        ({"optim": {"min_lr_ratio": -0.1}}, "min_lr_ratio"),
-        ({"optim": {"decay_fraction": 0.0}}, "decay_fraction"),
-        ({"train": {"sample_top_p": 0.0}}, "sample_top_p"),
-        ({"model": {"remat": "sometimes"}}, "remat"),
-        ({"model": {"dtype": "float16"}}, "dtype"),
-        ({"data": {"tokenizer": "wordpiece"}}, "tokenizer"),
-        ({"parallel": {"data": -1, "fsdp": -1}}, "parallel"),
+        ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
+        ({"data": {"val_fraction": 0.0}}, "data.val_fraction"),
+        ({"optim": {"min_lr_ratio": -0.1}}, "optim.min_lr_ratio"),
+        ({"optim": {"decay_fraction": 0.0}}, "optim.decay_fraction"),
+        ({"train": {"sample_top_p": 0.0}}, "train.sample_top_p"),
+        ({"model": {"remat": "sometimes"}}, "model.remat"),
+        ({"model": {"dtype": "float16"}}, "model.dtype"),
+        ({"data": {"tokenizer": "wordpiece"}}, "data.tokenizer"),
+        ({"parallel": {"data": -1, "fsdp": -1}}, "parallel.data"),
         ({"data": {"batch_size": 6}, "train": {"microbatches": 4}}, "train.microbatches"),
         ({"model": {"d_model": "abc"}}, "model.d_model"),
         ({"model": {"n_layers": 2.5}}, "model.n_layers"),
         ({"train": {"progress": 1}}, "train.progress"),
-        ({"train": {"seed": -1}}, "seed"),
-        ({"data": {"spm_vocab_size": 100}}, "spm_vocab_size"),
+        ({"train": {"seed": -1}}, "train.seed"),
+        ({"data": {"spm_vocab_size": 100}}, "data.spm_vocab_size"),
         ({"model": 3}, "model"),
     ],
 )
 def test_bad_values_name_the_field(values, field):
-    with pytest.raises(ConfigError, match=f"'{field}"):
+    with pytest.raises(ConfigError, match=f"'{field}'"):
         from_config_dict(values)
 
 

@@ -9,23 +9,21 @@ import numpy as np
 import optax
 import pytest
 
-from rocket.config import ConfigError, ExperimentConfig, ModelConfig, from_config_dict, to_config_dict
+from rocket.config import ConfigError, ExperimentConfig, from_config_dict, to_config_dict
 from rocket.data.packing import random_batch
 from rocket.decode import ModelStep, new_cache, prefill
 from rocket.train.step import MODEL_RNG_STREAM, init_state, make_train_step
-from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_model
+from tests.helpers import assert_cached_decoding_matches, positions_for, tiny_cfg, tiny_model
 
 ALL = dict(
-    projection="pattention",
-    n_param_tokens=32,
-    attention="softplus",
-    softplus_power=3.0,
-    embedding="lexinvariant",
+    attention=dict(kind="softplus", softplus_power=3.0),
+    projection=dict(kind="pattention", param_tokens=32),
+    embedding=dict(kind="lexinvariant"),
 )
 KINDS = {
-    "pattention": dict(projection="pattention", n_param_tokens=32, pattention_norm="gelu_l2_norm"),
-    "softplus": dict(attention="softplus", softplus_power=3.0),
-    "lexinvariant": dict(embedding="lexinvariant"),
+    "pattention": dict(projection=dict(kind="pattention", param_tokens=32, norm="gelu_l2_norm")),
+    "softplus": dict(attention=dict(kind="softplus", softplus_power=3.0)),
+    "lexinvariant": dict(embedding=dict(kind="lexinvariant")),
     "all+scan": dict(ALL, scan_layers=True),
 }
 
@@ -80,14 +78,12 @@ def test_train_step_with_all_kinds_composed():
 
 
 def test_kind_overrides_round_trip_through_ml_collections():
-    cfg = ExperimentConfig(
-        model=ModelConfig(**{**TINY, **ALL, "lexinvariant_learned_prob": 0.25, "max_seq_len": 256})
-    )
+    cfg = ExperimentConfig(model=tiny_cfg(**ALL, **{"embedding.learned_prob": 0.25, "max_seq_len": 256}))
     assert from_config_dict(to_config_dict(cfg)) == cfg
     cd = to_config_dict(ExperimentConfig())
-    cd.model.softplus_power = 15.0  # a placeholder float field, settable from the command line
-    with pytest.raises(ConfigError, match="'softplus_power'"):
-        from_config_dict(cd)  # ... but only with attention="softplus"
-    cd.model.attention = "softplus"
-    cd.model.n_param_tokens = 64
-    assert from_config_dict(cd).model.softplus_power == 15.0
+    cd.model.attention.softplus_power = 15.0  # a placeholder float field, settable from the command line
+    with pytest.raises(ConfigError, match="'model.attention.softplus_power'"):
+        from_config_dict(cd)  # ... but only with attention.kind="softplus"
+    cd.model.attention.kind = "softplus"
+    cd.model.projection.param_tokens = 64
+    assert from_config_dict(cd).model.attention.softplus_power == 15.0

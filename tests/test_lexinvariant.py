@@ -8,13 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from rocket.config import ConfigError, ModelConfig
+from rocket.config import ConfigError
 from rocket.layers.lexinvariant import LexinvariantEmbed, relabel_ids, units_mod
 from rocket.models import Transformer, param_count
 from rocket.train.step import MODEL_RNG_STREAM
-from tests.helpers import TINY, positions_for, tiny_model
+from tests.helpers import positions_for, tiny_cfg, tiny_model
 
-LEX = dict(embedding="lexinvariant")
+LEX = dict(embedding=dict(kind="lexinvariant"))
 
 
 def _doc_matrices(embed, b, d, segments):
@@ -127,7 +127,7 @@ def test_randomness_comes_from_the_sample_stream():
 def test_regularised_variant_mixes_in_the_learned_table_per_document():
     model, params = tiny_model()  # learned embeddings: param "embed/embedding"
     tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 258)
-    mixed = Transformer(ModelConfig(**{**TINY, **LEX, "lexinvariant_learned_prob": 1.0}))
+    mixed = Transformer(tiny_cfg(**LEX, **{"embedding.learned_prob": 1.0}))
     chex.assert_trees_all_close(
         mixed.apply(params, tokens, positions_for(tokens))[0],
         model.apply(params, tokens, positions_for(tokens))[0],
@@ -138,15 +138,15 @@ def test_regularised_variant_mixes_in_the_learned_table_per_document():
     _, _, learned_bt = half.apply({"params": {"embedding": jnp.zeros((258, 8))}}, seg_bt, method="labels")
     assert abs(float(learned_bt.mean()) - 0.5) < 0.06  # 800 documents: SE 0.018
     assert param_count(mixed.cfg) == sum(x.size for x in jax.tree.leaves(params))
-    assert param_count(ModelConfig(**{**TINY, **LEX})) == param_count(model.cfg) - 258 * 64
+    assert param_count(tiny_cfg(**LEX)) == param_count(model.cfg) - 258 * 64
 
 
 def test_bad_lexinvariant_configs_are_rejected():
     with pytest.raises(ConfigError, match="'tie_embeddings'"):
-        ModelConfig(**{**TINY, **LEX, "tie_embeddings": False})
-    with pytest.raises(ConfigError, match="'embedding'"):
-        ModelConfig(**{**TINY, "embedding": "onehot"})
-    with pytest.raises(ConfigError, match="'lexinvariant_learned_prob'"):
-        ModelConfig(**{**TINY, **LEX, "lexinvariant_learned_prob": 1.5})
+        tiny_cfg(**LEX, tie_embeddings=False)
+    with pytest.raises(ConfigError, match="'embedding.kind'"):
+        tiny_cfg(**{"embedding.kind": "onehot"})
+    with pytest.raises(ConfigError, match="'embedding.learned_prob'"):
+        tiny_cfg(**LEX, **{"embedding.learned_prob": 1.5})
     with pytest.raises(ValueError, match="vocab_size"):
         LexinvariantEmbed(70_000, 8).apply({}, jnp.zeros((1, 2), jnp.int32))

@@ -7,14 +7,13 @@ import numpy as np
 import optax
 import pytest
 
-from rocket.config import ModelConfig
 from rocket.models import flops_per_token, param_count
 from rocket.models.mod import MoDBlock
 from rocket.models.transformer import Block
 from rocket.train.step import init_state, make_train_step
-from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_model
+from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_cfg, tiny_model
 
-MOD = dict(block_pattern="dense,mod", mod_capacity=0.25)
+MOD = dict(mod=dict(pattern="dense,mod", capacity=0.25))
 
 
 def _tokens(b=2, t=16, seed=1):
@@ -31,7 +30,7 @@ def _scale_routers(params, factor):
 @pytest.mark.parametrize("routing", ["topk", "causal"])
 def test_capacity_one_with_unit_gate_equals_the_dense_model(routing):
     """p-MoD's zero-initialised TanhNorm gate is exactly 1: MoD at c = 1 is the dense block."""
-    model, params = tiny_model(block_pattern="mod", mod_capacity=1.0, mod_gate="tanhnorm", mod_string=True)
+    model, params = tiny_model(mod=dict(pattern="mod", capacity=1.0, gate="tanhnorm", string=True))
     dense, _ = tiny_model()
     dense_params = {
         "params": {k: v["block"] if k.startswith("layers_") else v for k, v in params["params"].items()}
@@ -64,7 +63,7 @@ def test_causal_routing_is_causal_and_topk_routing_is_not():
 def test_train_step_with_mod_trains_the_router_through_the_lm_loss_and_logs_router_stats():
     """With the predictor, the router's BCE is off: its only gradient is through the gate
     multiplying Delta (top-k itself has none), so a router update proves the LM loss reaches it."""
-    model, _ = tiny_model(**MOD, router_causal="predictor")
+    model, _ = tiny_model(**MOD, router=dict(causal="predictor"))
     tx = optax.adam(1e-2)
     state = init_state(model, tx, jax.random.key(0), 16)
     tokens = _tokens()
@@ -90,7 +89,7 @@ def test_train_step_with_mod_trains_the_router_through_the_lm_loss_and_logs_rout
 
 
 def test_string_scales_skipped_tokens_by_their_gate():
-    cfg = ModelConfig(**TINY, block_pattern="mod", mod_capacity=0.25, mod_gate="tanhnorm", mod_string=True)
+    cfg = tiny_cfg(mod=dict(pattern="mod", capacity=0.25, gate="tanhnorm", string=True))
     mod = MoDBlock(cfg, 0.25, Block)
     h = jax.random.normal(jax.random.key(0), (1, 8, TINY["d_model"]))
     pos, mask, valid = positions_for(h[..., 0]), jnp.tril(jnp.ones((1, 8, 8), bool)), jnp.ones((1, 8), bool)
@@ -105,7 +104,7 @@ def test_string_scales_skipped_tokens_by_their_gate():
 
 
 @pytest.mark.parametrize(
-    "overrides", [MOD, dict(block_pattern="mod", mod_capacity=0.5, router_causal="predictor")]
+    "overrides", [MOD, dict(mod=dict(pattern="mod", capacity=0.5), router=dict(causal="predictor"))]
 )
 def test_prefill_then_single_steps_equal_the_full_causal_forward(overrides):
     model, params = tiny_model(**overrides)
@@ -131,9 +130,9 @@ def test_topk_training_forward_compiles_once_for_different_inputs():
 @pytest.mark.parametrize(
     "overrides",
     [
-        dict(MOD, mod_gate="tanhnorm", router_causal="predictor"),
-        dict(n_layers=4, mor_sharing="middle_cycle", mor_recursions=2, router_causal="predictor"),
-        dict(n_layers=4, mor_sharing="cycle", mor_recursions=2, mor_router="token"),
+        {**MOD, "mod.gate": "tanhnorm", "router.causal": "predictor"},
+        dict(n_layers=4, router=dict(causal="predictor"), mor=dict(sharing="middle_cycle", recursions=2)),
+        dict(n_layers=4, mor=dict(sharing="cycle", recursions=2, router="token")),
     ],
 )
 def test_param_count_matches_the_param_tree(overrides):
@@ -159,5 +158,5 @@ def test_flops_per_token_matches_xla_cost_analysis_of_the_routed_forward():
     unmasked = per_key * ((t - (t + 1) / 2) + (k / t) * (k - (k + 1) / 2))  # dense + routed layer
     expected = flops_per_token(cfg, t, training=False) + unmasked
     assert abs(cost["flops"] / t - expected) / expected < 0.05, (cost["flops"] / t, expected)
-    dense = ModelConfig(**{**TINY, "d_model": 128, "d_ff": 256})
+    dense = tiny_cfg(d_model=128, d_ff=256)
     assert flops_per_token(cfg, t) < 0.7 * flops_per_token(dense, t)

@@ -7,15 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rocket.config import ModelConfig
 from rocket.decode import new_cache
 from rocket.models.mor import RecursiveStack
 from rocket.models.transformer import Block, Transformer
 from rocket.train.step import per_token_loss
-from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_model
+from tests.helpers import TINY, assert_cached_decoding_matches, positions_for, tiny_cfg, tiny_model
 
-EC = dict(n_layers=5, mor_sharing="middle_cycle", mor_recursions=3)  # 1 + (1 x 3) + 1 applications
-TC = dict(n_layers=4, mor_sharing="cycle", mor_recursions=2, mor_router="token", mor_z_loss_coef=1e-5)
+EC = dict(n_layers=5, mor=dict(sharing="middle_cycle", recursions=3))  # 1 + (1 x 3) + 1 applications
+TC = dict(n_layers=4, mor=dict(sharing="cycle", recursions=2, router="token", z_loss_coef=1e-5))
 
 
 def _tokens(b=2, t=12, seed=1):
@@ -24,7 +23,7 @@ def _tokens(b=2, t=12, seed=1):
 
 def test_plain_recursion_shares_the_layers():
     """Cycle sharing without a router: N_r = 1 is the dense model, N_r = 2 applies it twice."""
-    model, params = tiny_model(n_layers=2, mor_sharing="cycle", mor_recursions=1, mor_router="none")
+    model, params = tiny_model(n_layers=2, mor=dict(sharing="cycle", recursions=1, router="none"))
     dense, _ = tiny_model(n_layers=2)
     p = dict(params["params"])
     shared = p.pop("mor")
@@ -34,7 +33,7 @@ def test_plain_recursion_shares_the_layers():
         model.apply(params, tokens, positions_for(tokens))[0],
         dense.apply(dense_params, tokens, positions_for(tokens))[0],
     )
-    twice, _ = tiny_model(n_layers=4, mor_sharing="cycle", mor_recursions=2, mor_router="none")
+    twice, _ = tiny_model(n_layers=4, mor=dict(sharing="cycle", recursions=2, router="none"))
     deep, _ = tiny_model(n_layers=4)
     deep_params = {
         "params": {**dense_params["params"], "layers_2": shared["shared_0"], "layers_3": shared["shared_1"]}
@@ -48,7 +47,7 @@ def test_plain_recursion_shares_the_layers():
 @pytest.mark.parametrize("routing", ["topk", "causal"])
 def test_one_expert_choice_recursion_is_one_gated_application(routing):
     """Official placement: h <- h + alpha sigmoid(theta^T h / temp) Phi'(h), Phi' containing h."""
-    cfg = ModelConfig(**{**TINY, "n_layers": 1}, mor_sharing="cycle", mor_recursions=1, mor_temp=2.0)
+    cfg = tiny_cfg(n_layers=1, mor=dict(sharing="cycle", recursions=1, temp=2.0))
     stack = RecursiveStack(cfg, Block, routing)
     h = jax.random.normal(jax.random.key(0), (2, 8, TINY["d_model"]))
     pos, mask, valid = positions_for(h[..., 0]), jnp.tril(jnp.ones((2, 8, 8), bool)), jnp.ones((2, 8), bool)
@@ -88,7 +87,7 @@ def test_causal_mode_is_causal_and_matches_prefill_plus_steps(overrides):
     assert (lengths[0] == 12).all() and (lengths[-1] <= lengths[0]).all() and (lengths < 12).any()
 
 
-@pytest.mark.parametrize("overrides", [dict(EC, n_layers=4, mor_recursions=2), TC])
+@pytest.mark.parametrize("overrides", [{**EC, "n_layers": 4, "mor.recursions": 2}, TC])
 def test_routers_get_gradient_from_the_language_model_loss(overrides):
     model, params = tiny_model(
         **{**overrides, "mor_aux_coef": 0.0, "mor_balance_coef": 0.0, "mor_z_loss_coef": 0.0}
@@ -106,8 +105,8 @@ def test_routers_get_gradient_from_the_language_model_loss(overrides):
 
 
 # --- recursive KV sharing (mor_kv="share") ---
-SHARE_EC = dict(EC, mor_kv="share")  # cache: first, shared_0 (recursion 0), last
-SHARE_TC = dict(TC, mor_kv="share")  # cache: shared_0, shared_1 (recursion 0)
+SHARE_EC = {**EC, "mor.kv": "share"}  # cache: first, shared_0 (recursion 0), last
+SHARE_TC = {**TC, "mor.kv": "share"}  # cache: shared_0, shared_1 (recursion 0)
 
 
 @pytest.mark.parametrize("kind", ["softmax", "softplus"])
@@ -150,8 +149,8 @@ def test_kv_sharing_is_causal_and_prefill_plus_steps_match_the_full_forward(over
 def test_kv_sharing_keeps_the_parameters_and_skips_kv_projections_in_flops():
     from rocket.models.accounting import flops_per_token, param_count
 
-    plain = dict(n_layers=4, mor_sharing="cycle", mor_recursions=2, mor_router="none")
-    share_model, share_params = tiny_model(**plain, mor_kv="share")
+    plain = dict(n_layers=4, mor=dict(sharing="cycle", recursions=2, router="none"))
+    share_model, share_params = tiny_model(**plain, mor=dict(kv="share"))
     rec_model, rec_params = tiny_model(**plain)
     chex.assert_trees_all_equal_shapes(share_params, rec_params)
     assert param_count(share_model.cfg) == param_count(rec_model.cfg)
@@ -162,7 +161,7 @@ def test_kv_sharing_keeps_the_parameters_and_skips_kv_projections_in_flops():
     saved = flops_per_token(rec_model.cfg, 64) - flops_per_token(share_model.cfg, 64)
     np.testing.assert_allclose(saved, 2 * 3 * 2 * 2 * d * hkv)
     # expert-choice: the k_r queries see all T keys (attention x k_r / T instead of (k_r / T)^2)
-    ec_rec, ec_share = ModelConfig(**{**TINY, **EC}), ModelConfig(**{**TINY, **SHARE_EC})
+    ec_rec, ec_share = tiny_cfg(**EC), tiny_cfg(**SHARE_EC)
     per_key = 2 * 2 * TINY["n_heads"] * ec_rec.resolved_head_dim
     expected = sum(  # recursions 1, 2 of 64 tokens: k = 42, 21
         (k / 64) * (2 * 2 * d * hkv + per_key * ((k + 1) / 2 - 65 / 2)) for k in (42, 21)
@@ -175,7 +174,7 @@ def test_kv_sharing_changes_the_model_and_bad_values_are_rejected():
     from rocket.config import ConfigError
 
     model, params = tiny_model(**EC)
-    share = Transformer(ModelConfig(**{**TINY, **SHARE_EC}))
+    share = Transformer(tiny_cfg(**SHARE_EC))
     tokens = _tokens()
     out = model.apply(params, tokens, positions_for(tokens))[0]
     out_share = share.apply(params, tokens, positions_for(tokens))[0]
@@ -184,5 +183,5 @@ def test_kv_sharing_changes_the_model_and_bad_values_are_rejected():
     cached, aux = share.apply(params, tokens, positions_for(tokens), cache=new_cache(share, 2, 12))
     np.testing.assert_allclose(cached, out_share, rtol=1e-5, atol=1e-5)
     assert aux["new_kv"].k.shape[0] == 3 and np.asarray(aux["new_kv"].valid).all()
-    with pytest.raises(ConfigError, match="mor_kv"):
-        ModelConfig(**{**TINY, **EC}, mor_kv="layer")
+    with pytest.raises(ConfigError, match="'mor.kv'"):
+        tiny_cfg(**EC, **{"mor.kv": "layer"})

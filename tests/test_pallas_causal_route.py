@@ -7,7 +7,6 @@ model's loss and gradients equal the xla reference on a packed batch, and that t
 (forward, dq, dk/dv) really skip the tiles and give the unskipped (dense-mask) result.
 """
 
-import dataclasses
 import functools
 
 import jax
@@ -17,6 +16,7 @@ import optax
 import pytest
 
 import pallas_kernels.flash_attention as flash
+from rocket.config import override
 from rocket.models import Transformer
 from tests._pallas_helpers import assert_matches, rel_err
 from tests.helpers import positions_for, tiny_model
@@ -26,7 +26,7 @@ BLOCKS = dict(block_q=16, block_k=16)
 
 def _pallas(model: Transformer, params: dict) -> tuple[Transformer, dict]:
     """The same model and parameters with attention_impl="pallas" (initialised through xla: fast)."""
-    return Transformer(dataclasses.replace(model.cfg, attention_impl="pallas")), params
+    return Transformer(override(model.cfg, {"attention.impl": "pallas"})), params
 
 
 @pytest.fixture
@@ -44,7 +44,9 @@ def kernel_calls(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kinds", [{}, {"attention": "softplus", "softplus_power": 3.0}], ids=["softmax", "softplus-lssar"]
+    "kinds",
+    [{}, {"attention": {"kind": "softplus", "softplus_power": 3.0}}],
+    ids=["softmax", "softplus-lssar"],
 )
 def test_packed_training_loss_and_gradients_match_xla(kinds, kernel_calls):
     """Packed batch (3 documents, padding id 0): pallas logits, loss and d loss / d params equal the
@@ -83,7 +85,7 @@ def test_route_is_taken_only_where_the_mask_is_causal_and_same_segment(kernel_ca
     apply(model, block_mask=jnp.tril(jnp.ones((1, 8, 8), bool)))
     assert kernel_calls == [(True, False, False)] * 2
 
-    mod_model, mod_params = _pallas(*tiny_model(block_pattern="dense,mod", mod_capacity=0.5))
+    mod_model, mod_params = _pallas(*tiny_model(mod=dict(pattern="dense,mod", capacity=0.5)))
     kernel_calls.clear()
     jax.eval_shape(lambda: mod_model.apply(mod_params, tokens, positions_for(tokens)))
     assert kernel_calls == [(False, True, True), (True, False, False)]

@@ -1,6 +1,5 @@
 """Split-K verification attention vs the jnp reference, and rocket's impl="pallas" dispatch."""
 
-import dataclasses
 import functools
 
 import jax
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels.verify_attention import verify_attention, verify_reference
-from rocket.config import ConfigError, ModelConfig
+from rocket.config import AttentionConfig, ConfigError, ModelConfig, override
 from rocket.decode.cache import KVBlock, commit_block, init_cache
 from rocket.layers.kernels import resolve_impl
 from rocket.models import Transformer
@@ -86,14 +85,20 @@ def test_impl_resolution_and_config():
     assert resolve_impl("pallas") == "pallas"
     with pytest.raises(ValueError, match="impl"):
         resolve_impl("cuda")
-    assert ModelConfig(attention_impl="pallas").attention_impl == "pallas"
-    with pytest.raises(ConfigError, match="attention_impl"):
-        ModelConfig(attention_impl="triton")
+    assert ModelConfig(attention=AttentionConfig(impl="pallas")).attention.impl == "pallas"
+    with pytest.raises(ConfigError, match="impl"):
+        ModelConfig(attention=AttentionConfig(impl="triton"))
 
 
 @pytest.mark.parametrize(
     "kinds",
-    [{}, {"attention": "softplus", "softplus_power": 3.0, "projection": "pattention", "n_param_tokens": 24}],
+    [
+        {},
+        {
+            "attention": {"kind": "softplus", "softplus_power": 3.0},
+            "projection": {"kind": "pattention", "param_tokens": 24},
+        },
+    ],
     ids=["softmax-dense", "lssar-pattention"],
 )
 def test_model_with_pallas_attention_matches_xla_in_training_and_decoding(kinds):
@@ -101,7 +106,7 @@ def test_model_with_pallas_attention_matches_xla_in_training_and_decoding(kinds)
     for every projection) and a token-tree verify step against a committed cache (split-K kernel)
     give the xla logits."""
     xla_model, params = tiny_model(n_layers=1, **kinds)
-    pallas_model = Transformer(dataclasses.replace(xla_model.cfg, attention_impl="pallas"))  # same params
+    pallas_model = Transformer(override(xla_model.cfg, {"attention.impl": "pallas"}))  # same params
     tokens = jax.random.randint(jax.random.key(2), (1, 11), 0, 258)
     positions = jnp.arange(11)[None]
     segments = jnp.array([[0] * 6 + [1] * 5])

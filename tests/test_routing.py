@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rocket.config import ConfigError, ExperimentConfig, ModelConfig, from_config_dict, to_config_dict
+from rocket.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModConfig,
+    ModelConfig,
+    from_config_dict,
+    to_config_dict,
+)
 from rocket.routing import (
     capacity_to_k,
     gather,
@@ -91,33 +98,35 @@ def test_router_bce_pushes_selected_logits_up():
 @pytest.mark.parametrize(
     "values, field",
     [
-        ({"mod_capacity": 0.0}, "mod_capacity"),
-        ({"mod_capacity": 1.5}, "mod_capacity"),
-        ({"block_pattern": "dense,moe"}, "block_pattern"),
-        ({"mod_gate": "softmax"}, "mod_gate"),
-        ({"mod_string": True}, "mod_string"),  # STRing needs the bounded tanhnorm gate
-        ({"router_causal": "oracle"}, "router_causal"),
-        ({"mod_schedule": "linear"}, "mod_schedule"),
-        ({"mor_sharing": "cycle", "mor_recursions": 0}, "mor_recursions"),
-        ({"mor_sharing": "cycle", "n_layers": 4, "mor_recursions": 3}, "mor_recursions"),
-        ({"mor_sharing": "sequence"}, "mor_sharing"),
-        ({"mor_sharing": "cycle", "mor_router": "random"}, "mor_router"),
-        ({"block_pattern": "mod", "scan_layers": True}, "scan_layers"),
-        ({"block_pattern": "dense,mod", "mor_sharing": "cycle"}, "block_pattern"),
+        ({"mod": {"capacity": 0.0}}, "mod.capacity"),
+        ({"mod": {"capacity": 1.5}}, "mod.capacity"),
+        ({"mod": {"pattern": "dense,moe"}}, "mod.pattern"),
+        ({"mod": {"gate": "softmax"}}, "mod.gate"),
+        ({"mod": {"string": True}}, "mod.string"),  # STRing needs the bounded tanhnorm gate
+        ({"router": {"causal": "oracle"}}, "router.causal"),
+        ({"mod": {"schedule": "linear"}}, "mod.schedule"),
+        ({"mor": {"sharing": "cycle", "recursions": 0}}, "mor.recursions"),
+        ({"mor": {"sharing": "cycle", "recursions": 3}, "n_layers": 4}, "mor.recursions"),
+        ({"mor": {"sharing": "sequence"}}, "mor.sharing"),
+        ({"mor": {"sharing": "cycle", "router": "random"}}, "mor.router"),
+        ({"mod": {"pattern": "mod"}, "scan_layers": True}, "scan_layers"),
+        ({"mod": {"pattern": "dense,mod"}, "mor": {"sharing": "cycle"}}, "mod.pattern"),
     ],
 )
 def test_bad_routing_config_names_the_field(values, field):
-    with pytest.raises(ConfigError, match=f"'{field}'"):
+    with pytest.raises(ConfigError, match=f"'model.{field}'"):
         from_config_dict({"model": values})
 
 
 def test_routing_config_round_trips_and_overrides():
-    cfg = ExperimentConfig(model=ModelConfig(block_pattern="dense,mod", mod_gate="tanhnorm", mod_string=True))
+    cfg = ExperimentConfig(
+        model=ModelConfig(mod=ModConfig(pattern="dense,mod", gate="tanhnorm", string=True))
+    )
     cd = to_config_dict(cfg)
     assert from_config_dict(cd) == cfg
-    cd.model.mod_capacity = 0.25
+    cd.model.mod.capacity = 0.25
     assert from_config_dict(cd).model.layer_capacities == (None, 0.25, None, 0.25)
-    prd = ModelConfig(n_layers=6, block_pattern="mod", mod_schedule="prd", mod_capacity=0.5)
+    prd = ModelConfig(n_layers=6, mod=ModConfig(pattern="mod", schedule="prd", capacity=0.5))
     assert prd.layer_capacities[0] is None and prd.layer_capacities[-1] == 0.15
 
 

@@ -15,8 +15,8 @@ from experiments.routing_repro import (
 
 MODELS = {
     "dense": dict(n_layers=4),
-    "mod": dict(n_layers=8, block_pattern="dense,mod", mod_capacity=0.125),
-    "mor": dict(n_layers=6, mor_sharing="middle_cycle", mor_recursions=2, mor_router="expert"),
+    "mod": dict(n_layers=8, mod=dict(pattern="dense,mod", capacity=0.125)),
+    "mor": dict(n_layers=6, mor=dict(sharing="middle_cycle", recursions=2, router="expert")),
 }
 
 

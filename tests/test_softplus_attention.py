@@ -1,6 +1,5 @@
 """Softplus attention (LSSA) and its re-weighting (LSSAR): math, stability, masks, config switch."""
 
-import dataclasses
 import math
 
 import chex
@@ -9,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rocket.config import ConfigError, ModelConfig
+from rocket.config import ConfigError, override
 from rocket.layers import attention_fn, make_block_mask
 from rocket.layers.softplus import softplus_attention, softplus_weights
 from rocket.models import Transformer
-from tests.helpers import TINY, positions_for, tiny_model
+from tests.helpers import positions_for, tiny_cfg, tiny_model
 
 
 def _qkv(t, s=None, h=4, kv=2, d=16, seed=0, dtype=jnp.float32):
@@ -118,13 +117,13 @@ def test_packing_counts_only_the_document_keys_and_the_cache_counts_committed_ke
 
 
 def test_reweighting_switches_on_at_inference_without_new_params():
-    model, params = tiny_model(attention="softplus")
+    model, params = tiny_model(attention=dict(kind="softplus"))
     tokens = jax.random.randint(jax.random.key(0), (1, 24), 0, 258)
     base, _ = model.apply(params, tokens, positions_for(tokens))
-    sharp = Transformer(dataclasses.replace(model.cfg, softplus_power=15.0))
+    sharp = Transformer(override(model.cfg, {"attention.softplus_power": 15.0}))
     out, _ = sharp.apply(params, tokens, positions_for(tokens))
     assert bool(jnp.all(jnp.isfinite(out))) and float(jnp.abs(out - base).max()) > 1e-4
-    off, _ = Transformer(dataclasses.replace(model.cfg, softplus_power=None)).apply(
+    off, _ = Transformer(override(model.cfg, {"attention.softplus_power": None})).apply(
         params, tokens, positions_for(tokens)
     )
     chex.assert_trees_all_equal(off, base)
@@ -138,9 +137,9 @@ def test_bad_kinds_and_powers_are_rejected():
         attention_fn(q, k, v, _causal(4), kind="softplus", power=0.0)
     with pytest.raises(ValueError, match="softplus"):
         attention_fn(q, k, v, _causal(4), power=2.0)
-    with pytest.raises(ConfigError, match="'softplus_power'"):
-        ModelConfig(**{**TINY, "attention": "softplus", "softplus_power": -1.0})
-    with pytest.raises(ConfigError, match="'softplus_power'"):
-        ModelConfig(**{**TINY, "softplus_power": 2.0})  # softmax attention has no re-weighting
-    with pytest.raises(ConfigError, match="'attention'"):
-        ModelConfig(**{**TINY, "attention": "sigmoid"})
+    with pytest.raises(ConfigError, match="'attention.softplus_power'"):
+        tiny_cfg(attention=dict(kind="softplus", softplus_power=-1.0))
+    with pytest.raises(ConfigError, match="'attention.softplus_power'"):
+        tiny_cfg(**{"attention.softplus_power": 2.0})  # softmax attention has no re-weighting
+    with pytest.raises(ConfigError, match="'attention.kind'"):
+        tiny_cfg(**{"attention.kind": "sigmoid"})

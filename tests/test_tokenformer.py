@@ -15,9 +15,9 @@ from rocket.layers.pattention import PattentionSpec, pattention, pattention_weig
 from rocket.models import Transformer, param_count
 from rocket.models.tokenformer import grow, grow_train_state
 from rocket.train.step import init_state, make_train_step
-from tests.helpers import TINY, positions_for, tiny_model
+from tests.helpers import TINY, positions_for, tiny_cfg, tiny_model
 
-TF = dict(projection="pattention", n_param_tokens=16, n_param_tokens_ffn=24)
+TF = dict(projection=dict(kind="pattention", param_tokens=16, param_tokens_ffn=24))
 
 _erf = np.vectorize(math.erf)
 
@@ -72,13 +72,13 @@ def test_grown_model_computes_the_same_logits(scan):
     before, _ = model.apply(params, tokens, positions_for(tokens))
     grown, cfg = grow(params, model.cfg, 40)
     assert cfg.resolved_n_param_tokens == 40 and cfg.resolved_n_param_tokens_ffn == 60  # FFN in proportion
-    assert cfg.pattention_scale_tokens == 16 and cfg.pattention_scale_tokens_ffn == 24
+    assert cfg.projection.scale_tokens == 16 and cfg.projection.scale_tokens_ffn == 24
     after, _ = Transformer(cfg).apply(grown, tokens, positions_for(tokens))
     chex.assert_trees_all_close(after, before, atol=1e-5)
     assert param_count(cfg) == sum(x.size for x in jax.tree.leaves(grown))
     # Growing again from the grown config keeps the original scale constants.
     _, cfg2 = grow(grown, cfg, 48)
-    assert cfg2.pattention_scale_tokens == 16 and cfg2.pattention_scale_tokens_ffn == 24
+    assert cfg2.projection.scale_tokens == 16 and cfg2.projection.scale_tokens_ffn == 24
 
 
 def test_grown_state_trains_on_and_its_new_tokens_learn():
@@ -113,14 +113,14 @@ def test_growth_and_config_errors():
     with pytest.raises(ValueError, match="pass new_num_param_tokens_ffn"):
         grow(params, model.cfg, 17)  # 24 * 17 / 16 is not an integer
     with pytest.raises(ValueError, match="softmax"):
-        grow(params, ModelConfig(**{**TINY, **TF, "pattention_norm": "softmax"}), 32)
+        grow(params, tiny_cfg(**TF, **{"projection.norm": "softmax"}), 32)
     with pytest.raises(ValueError, match="pattention"):
         grow(params, ModelConfig(**TINY), 32)
-    with pytest.raises(ConfigError, match="'n_param_tokens'"):
-        ModelConfig(**{**TINY, **TF, "n_param_tokens": 0})
-    with pytest.raises(ConfigError, match="'projection'"):
-        ModelConfig(**{**TINY, "projection": "lowrank"})
-    with pytest.raises(ConfigError, match="'pattention_norm'"):
-        ModelConfig(**{**TINY, "pattention_norm": "relu"})
+    with pytest.raises(ConfigError, match="'projection.param_tokens'"):
+        tiny_cfg(**TF, **{"projection.param_tokens": 0})
+    with pytest.raises(ConfigError, match="'projection.kind'"):
+        tiny_cfg(**{"projection.kind": "lowrank"})
+    with pytest.raises(ConfigError, match="'projection.norm'"):
+        tiny_cfg(**{"projection.norm": "relu"})
     with pytest.raises(ValueError, match="n >= 1"):
         PattentionSpec(0, 1)

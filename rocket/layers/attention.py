@@ -1,14 +1,17 @@
 """Grouped-query causal self-attention with RoPE and an optional KV cache.
 
-`attention_fn` is the single entry point every attention variant goes through:
+`attention_fn` is the single entry point every attention variant goes through. Kinds are looked up
+in the `ATTENTION_KINDS` registry (declared in `rocket.config.kinds`; a user project registers its
+own, `docs/extending.md`), each an `AttentionFn` (q, k, v, mask, *, power) -> out:
 
   kind="softmax":  softmax(q k^T / sqrt(D_h) + mask) v,   q[B, T, H, D_h], k/v[B, S, H_kv, D_h], mask bool[B, T, S]
   kind="softplus": LSSA / LSSAR (`rocket.layers.softplus`; `power` = the re-weighting power or None)
 
 with H = G * H_kv (query heads grouped over shared K/V heads; Ainslie et al., 2023, arXiv
 2305.13245). Scores and softmax are float32. `impl="xla"` is the plain-jnp reference; `impl="pallas"`
-runs fused kernels behind the same signature (cuDNN or pallas_kernels; see rocket.layers.kernels),
-and "auto" picks pallas on GPU/TPU.
+runs fused kernels behind the same signature for the built-in kinds (cuDNN or pallas_kernels; see
+rocket.layers.kernels; a registered kind without a kernel runs its jnp function), and "auto" picks
+pallas on GPU/TPU.
 
 The `Attention` module attends the in-flight block to itself (through `block_mask`, causal and
 segment-aware by default) and to the committed cache slots it may see (`LayerCache.visible`).
@@ -21,19 +24,23 @@ mutable=["intermediates"])`), every layer also sows `attn_probs` [B, H, T, S] fl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rocket.config.kinds import ATTENTION_KINDS
 from rocket.decode.cache import LayerCache
 from rocket.layers.init import kernel_init
 from rocket.layers.kernels import pallas_attention, pallas_cached_attention, resolve_impl
-from rocket.layers.pattention import Pattention, PattentionSpec
 from rocket.layers.rope import apply_rope
 from rocket.layers.softplus import softplus_attention
 
-ATTENTION_KINDS = ("softmax", "softplus")
-
+# (q[B, T, H, D_h], k[B, S, H_kv, D_h], v[B, S, H_kv, D_h], mask bool[B, T, S], *, power) -> [B, T, H, D_h]
+AttentionFn = Callable[..., jax.Array]
+# (features_out, (input axis, output axis) logical names, module name) -> a module [..., D_in] -> [..., features_out]
+LinearFactory = Callable[[int, tuple[str, str], str], nn.Module]
 _NEG_INF = -1e30  # finite, so a row with nothing visible gives a uniform average, never NaN
 
 
@@ -54,9 +61,8 @@ def attention_fn(
     same-segment for these ids (`make_block_mask(ids, None, T, B)`, no cache): impl "pallas" then
     runs the flash kernel with causal tile skipping and no dense mask; "xla" ignores it.
     """
-    if kind not in ATTENTION_KINDS:
-        raise ValueError(f"unknown attention kind {kind!r}; available: {ATTENTION_KINDS}")
-    if resolve_impl(impl) == "pallas":
+    fn: AttentionFn = ATTENTION_KINDS.get(kind)
+    if resolve_impl(impl) == "pallas" and kind in ATTENTION_KINDS.builtins:
         return pallas_attention(
             q_bthd,
             k_bskd,
@@ -66,14 +72,26 @@ def attention_fn(
             power=power,
             causal_segment_ids_bt=causal_segment_ids_bt,
         )
+    if q_bthd.shape[2] % k_bskd.shape[2]:
+        raise ValueError(
+            f"{q_bthd.shape[2]} query heads are not divisible by {k_bskd.shape[2]} key/value heads"
+        )
+    return fn(q_bthd, k_bskd, v_bskd, mask_bts, power=power)
+
+
+def softmax_attention(
+    q_bthd: jax.Array,
+    k_bskd: jax.Array,
+    v_bskd: jax.Array,
+    mask_bts: jax.Array,
+    *,
+    power: float | None = None,
+) -> jax.Array:
+    """softmax(q k^T / sqrt(D_h) + mask) v with grouped K/V heads; scores and softmax in float32."""
+    if power is not None:
+        raise ValueError("a re-weighting power applies to kind='softplus' only, got kind='softmax'")
     b, t, h, d = q_bthd.shape
     kv_heads = k_bskd.shape[2]
-    if h % kv_heads:
-        raise ValueError(f"{h} query heads are not divisible by {kv_heads} key/value heads")
-    if kind == "softplus":
-        return softplus_attention(q_bthd, k_bskd, v_bskd, mask_bts, power=power)
-    if power is not None:
-        raise ValueError(f"a re-weighting power applies to kind='softplus' only, got kind={kind!r}")
     q_btkgd = q_bthd.reshape(b, t, kv_heads, h // kv_heads, d)
     scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd, preferred_element_type=jnp.float32) * (
         d**-0.5
@@ -82,6 +100,10 @@ def attention_fn(
     probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1)
     out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts.astype(v_bskd.dtype), v_bskd)
     return out_btkgd.reshape(b, t, h, d)
+
+
+ATTENTION_KINDS.register("softmax", softmax_attention)
+ATTENTION_KINDS.register("softplus", softplus_attention)
 
 
 def attention_probs(q_bthd: jax.Array, k_bskd: jax.Array, mask_bts: jax.Array) -> jax.Array:
@@ -114,8 +136,10 @@ def make_block_mask(
 class Attention(nn.Module):
     """Multi-head attention with GQA and RoPE: x[B, T, D] -> (y[B, T, D], (k, v) of the block).
 
-    `kind`/`power` select the attention (softmax, or softplus with optional re-weighting power);
-    `pattention` replaces the four weight matrices by TokenFormer Pattentions (None = dense).
+    `kind`/`power` select the attention (a name in `ATTENTION_KINDS`; softplus takes a re-weighting
+    power); `projection` builds the four projections instead of weight matrices (a `LinearFactory`:
+    (features_out, logical axes, name) -> module x[..., D_in] -> [..., features_out], e.g. TokenFormer
+    Pattentions; None = dense weights).
     """
 
     n_heads: int
@@ -128,34 +152,22 @@ class Attention(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     kind: str = "softmax"
     power: float | None = None
-    pattention: PattentionSpec | None = None
+    projection: LinearFactory | None = None
 
     def _project_in(self, name: str, x_btd: jax.Array, heads: int, head_names: tuple[str, str]) -> jax.Array:
         """x[B, T, D] -> [B, T, heads, D_h] through a weight matrix or a Pattention."""
         b, t, d = x_btd.shape
         dh = self.head_dim
-        if self.pattention is not None:
-            proj = Pattention(
-                self.pattention,
-                heads * dh,
-                self.n_layers,
-                ("embed", head_names[0]),
-                self.dtype,
-                self.param_dtype,
-                name=name,
-            )
-            return proj(x_btd).reshape(b, t, heads, dh)
+        if self.projection is not None:
+            return self.projection(heads * dh, ("embed", head_names[0]), name)(x_btd).reshape(b, t, heads, dh)
         w = self.param(name, kernel_init(("embed", *head_names)), (d, heads, dh), self.param_dtype)
         return jnp.einsum("btd,dhk->bthk", x_btd, w.astype(self.dtype))
 
     def _project_out(self, out_bthd: jax.Array, d: int) -> jax.Array:
         """[B, T, H, D_h] -> [B, T, D] through the output matrix or a Pattention."""
         b, t, h, dh = out_bthd.shape
-        if self.pattention is not None:
-            proj = Pattention(
-                self.pattention, d, self.n_layers, ("heads", "embed"), self.dtype, self.param_dtype, name="wo"
-            )
-            return proj(out_bthd.reshape(b, t, h * dh))
+        if self.projection is not None:
+            return self.projection(d, ("heads", "embed"), "wo")(out_bthd.reshape(b, t, h * dh))
         wo = self.param(
             "wo",
             kernel_init(("heads", "head_dim", "embed"), in_axes=2, depth=self.n_layers),
@@ -203,7 +215,8 @@ class Attention(nn.Module):
         )
 
         same_len = k_bthd.shape[1] == q_bthd.shape[1]  # the split-K kernel's in-flight block is the queries'
-        if cache is not None and not rope_at_read and same_len and resolve_impl(self.impl) == "pallas":
+        fused = resolve_impl(self.impl) == "pallas" and self.kind in ATTENTION_KINDS.builtins
+        if cache is not None and not rope_at_read and same_len and fused:
             out_bthd = pallas_cached_attention(  # split-K kernel over the cache
                 q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt, kind=self.kind, power=self.power
             )

@@ -26,9 +26,9 @@ import logging
 import jax
 import jax.numpy as jnp
 
+from rocket.config.kinds import ATTENTION_IMPLS as IMPLS
 from rocket.decode.cache import LayerCache
 
-IMPLS = ("xla", "pallas", "auto")
 _log = logging.getLogger(__name__)
 
 

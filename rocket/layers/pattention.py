@@ -30,9 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rocket.config.kinds import PATTENTION_NORMS as NORMS
 from rocket.layers.kernels import pallas_pattention, resolve_impl
 
-NORMS = ("l2_norm_gelu", "gelu_l2_norm", "softmax")
 _EPS = 1e-12
 
 

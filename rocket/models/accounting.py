@@ -13,14 +13,14 @@ average over positions; MaxText's convention since it halved causal attention FL
 TokenFormer (`projection="pattention"`): a Pattention d_in -> d_out with n tokens holds n (d_in + d_out)
 parameters and costs 2 n (d_in + d_out) FLOPs per token (scores and output; the normalisation is
 elementwise and not counted), i.e. it counts like a matrix of that many parameters. Lexinvariant
-embeddings have no table (unless `lexinvariant_learned_prob > 0`) but the readout matmul against the
+embeddings have no table (unless `embedding.learned_prob > 0`) but the readout matmul against the
 per-sequence matrix is counted as usual (its random generation is not).
 
 Adaptive depth (top-k routing, as trained): a layer application that processes k of the T tokens
 costs k / T of the matmuls per token and sees ctx = (k + 1) / 2 keys (attention x (k / T)^2 in
 total). MoD layers route k = max(1, floor(c T)); MoR expert-choice recursion r routes k_r over its
 m shared layers; token-choice and plain recursion run every token (they compute all and mask).
-With MoR recursive KV sharing (`mor_kv="share"`) recursions r >= 1 skip the K and V projections and
+With MoR recursive KV sharing (`mor.kv="share"`) recursions r >= 1 skip the K and V projections and
 their k_r queries see ctx = (T + 1) / 2 keys of recursion 0 (attention x k_r / T).
 Routers cost 2 D E per token they score (E outputs), a causal predictor 2 (D h + h).
 """
@@ -35,12 +35,12 @@ from rocket.routing import capacity_to_k
 def _kv_projection_params(cfg: ModelConfig) -> int:
     """Parameters of a layer's K and V projections (skipped by MoR shared-KV recursions)."""
     d, hkv = cfg.d_model, cfg.n_kv_heads * cfg.resolved_head_dim
-    return cfg.resolved_n_param_tokens * 2 * (d + hkv) if cfg.projection == "pattention" else 2 * d * hkv
+    return cfg.resolved_n_param_tokens * 2 * (d + hkv) if cfg.projection.kind == "pattention" else 2 * d * hkv
 
 
 def _layer_matmul_params(cfg: ModelConfig) -> int:
     d, dh, f = cfg.d_model, cfg.resolved_head_dim, cfg.resolved_d_ff
-    if cfg.projection == "pattention":
+    if cfg.projection.kind == "pattention":
         hq, hkv = cfg.n_heads * dh, cfg.n_kv_heads * dh
         attn = cfg.resolved_n_param_tokens * ((d + hq) + 2 * (d + hkv) + (hq + d))
         return attn + cfg.resolved_n_param_tokens_ffn * 2 * d
@@ -49,24 +49,16 @@ def _layer_matmul_params(cfg: ModelConfig) -> int:
     return attn + mlp
 
 
-def _unique_layers(cfg: ModelConfig) -> int:
-    """Distinct parameterised blocks (MoR shares layers across recursions)."""
-    if cfg.mor_sharing == "none":
-        return cfg.n_layers
-    middle = 2 if cfg.mor_sharing == "middle_cycle" else 0
-    return middle + (cfg.n_layers - middle) // cfg.mor_recursions
-
-
 def _router_params(cfg: ModelConfig) -> int:
     """Router (and causal predictor) parameters of the MoD layers or the MoR stack."""
-    d, h = cfg.d_model, cfg.router_predictor_hidden
-    predictor = d * h + h if cfg.router_causal == "predictor" else 0
-    if cfg.mor_sharing != "none":
-        if cfg.mor_router == "expert":
-            return cfg.mor_recursions * (d + predictor)
-        return d * cfg.mor_recursions if cfg.mor_router == "token" else 0
+    d, h = cfg.d_model, cfg.router.predictor_hidden
+    predictor = d * h + h if cfg.router.causal == "predictor" else 0
+    if cfg.mor.enabled:
+        if cfg.mor.router == "expert":
+            return cfg.mor.recursions * (d + predictor)
+        return d * cfg.mor.recursions if cfg.mor.router == "token" else 0
     n_mod = sum(c is not None for c in cfg.layer_capacities)
-    return n_mod * (d + (1 if cfg.mod_gate == "tanhnorm" else 0) + predictor)
+    return n_mod * (d + (1 if cfg.mod.gate == "tanhnorm" else 0) + predictor)
 
 
 def _applications(cfg: ModelConfig, seq_len: int) -> list[tuple[float, float, bool]]:
@@ -74,39 +66,38 @@ def _applications(cfg: ModelConfig, seq_len: int) -> list[tuple[float, float, bo
     full = (1.0, (seq_len + 1) / 2, True)
     frac = lambda c: capacity_to_k(c, seq_len) / seq_len
     routed = lambda c: (frac(c), (capacity_to_k(c, seq_len) + 1) / 2, True)
-    if cfg.mor_sharing == "none":
+    if not cfg.mor.enabled:
         return [full if c is None else routed(c) for c in cfg.layer_capacities]
-    middle = cfg.mor_sharing == "middle_cycle"
-    m = (cfg.n_layers - 2 * middle) // cfg.mor_recursions
+    middle, m = cfg.mor.unique_edge_layers // 2, cfg.mor_layers_per_recursion
     caps = (
-        recursion_capacities(cfg.mor_recursions) if cfg.mor_router == "expert" else [1.0] * cfg.mor_recursions
+        recursion_capacities(cfg.mor.recursions) if cfg.mor.router == "expert" else [1.0] * cfg.mor.recursions
     )
     shared_kv = lambda c: (frac(c), (seq_len + 1) / 2, False)  # queries against recursion 0's keys
-    recs = [routed(c) if r == 0 or cfg.mor_kv == "recursion" else shared_kv(c) for r, c in enumerate(caps)]
+    recs = [routed(c) if r == 0 or cfg.mor.kv == "recursion" else shared_kv(c) for r, c in enumerate(caps)]
     return [full] * middle + [app for app in recs for _ in range(m)] + [full] * middle
 
 
 def _router_flops(cfg: ModelConfig, seq_len: int) -> float:
     """Forward router FLOPs per token (each router scores the tokens that reach it)."""
-    d, h = cfg.d_model, cfg.router_predictor_hidden
-    predictor = 2 * (d * h + h) if cfg.router_causal == "predictor" else 0
-    if cfg.mor_sharing == "none":
+    d, h = cfg.d_model, cfg.router.predictor_hidden
+    predictor = 2 * (d * h + h) if cfg.router.causal == "predictor" else 0
+    if not cfg.mor.enabled:
         return sum(2 * d + predictor for c in cfg.layer_capacities if c is not None)
-    if cfg.mor_router == "token":
-        return 2 * d * cfg.mor_recursions
-    if cfg.mor_router == "none":
+    if cfg.mor.router == "token":
+        return 2 * d * cfg.mor.recursions
+    if cfg.mor.router == "none":
         return 0.0
-    reached = [1.0] + [capacity_to_k(c, seq_len) / seq_len for c in recursion_capacities(cfg.mor_recursions)]
-    return sum((2 * d + predictor) * frac for frac in reached[: cfg.mor_recursions])
+    reached = [1.0] + [capacity_to_k(c, seq_len) / seq_len for c in recursion_capacities(cfg.mor.recursions)]
+    return sum((2 * d + predictor) * frac for frac in reached[: cfg.mor.recursions])
 
 
 def param_count(cfg: ModelConfig, *, include_embedding: bool = True) -> int:
     """Number of parameters of `Transformer(cfg)` (equals the size of its param tree)."""
     d = cfg.d_model
     per_layer = _layer_matmul_params(cfg) + 2 * d  # + two RMSNorm scales
-    total = _unique_layers(cfg) * per_layer + d + _router_params(cfg)  # + final norm
+    total = cfg.unique_layers * per_layer + d + _router_params(cfg)  # + final norm
     if include_embedding:
-        has_table = cfg.embedding == "learned" or cfg.lexinvariant_learned_prob > 0
+        has_table = cfg.embedding.kind == "learned" or cfg.embedding.learned_prob > 0
         total += cfg.vocab_size * d * (int(has_table) + (0 if cfg.tie_embeddings else 1))
     elif not cfg.tie_embeddings:
         total += cfg.vocab_size * d  # the untied LM head is a matmul, not a lookup

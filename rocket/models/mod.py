@@ -13,7 +13,7 @@ paper; "sigmoid": alpha sigmoid(r); "tanhnorm": alpha tanh(r) + 1, p-MoD). With 
       skipped:   y_i = x_i,  or  g_i x_i with STRing (p-MoD)
   routing="causal" (decoding, honest evaluation): token i takes the block iff its causal logit
       is > 0: the router logit (trained by BCE against top-k membership) or a stop-gradient
-      predictor's (router_causal="predictor"). Capacity is not enforced. Shapes stay static by
+      predictor's (router.causal="predictor"). Capacity is not enforced. Shapes stay static by
       running B on all T tokens with keys restricted to the selected ones, so this mode saves no
       FLOPs (the cost of a dense layer plus the router), except that B is skipped entirely
       (`lax.cond`) when no token of the batch is selected, the common case in batch-1 decoding.
@@ -62,8 +62,8 @@ def causal_logits(
     """The logit whose sign is the causal routing decision: the router's or a predictor's.
 
     Call from inside a compact module (the predictor becomes its submodule `name`)."""
-    if cfg.router_causal == "predictor":
-        return Predictor(cfg.router_predictor_hidden, jnp.dtype(cfg.param_dtype), name=name)(x_btd)
+    if cfg.router.causal == "predictor":
+        return Predictor(cfg.router.predictor_hidden, jnp.dtype(cfg.param_dtype), name=name)(x_btd)
     return router_logits_bt
 
 
@@ -81,7 +81,7 @@ def _mix(gate_bt: jax.Array, y_btd: jax.Array, x_btd: jax.Array) -> jax.Array:
 class MoDBlock(nn.Module):
     """(h[B, T, D], ...) -> (h, (k, v)[B, T, H_kv, D_h], kv_valid[B, T], extras). See module doc.
 
-    `extras` holds "aux_losses" (already scaled by `mod_aux_coef`) and "metrics" (selected
+    `extras` holds "aux_losses" (already scaled by `mod.aux_coef`) and "metrics" (selected
     fraction; in top-k mode also the causal rule's agreement with top-k and its selected fraction).
     """
 
@@ -101,10 +101,10 @@ class MoDBlock(nn.Module):
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array, dict[str, Any]]:
         cfg = self.cfg
         t = h_btd.shape[1]
-        tanhnorm = cfg.mod_gate == "tanhnorm"
+        tanhnorm = cfg.mod.gate == "tanhnorm"
         router = Router(use_bias=tanhnorm, init="zeros" if tanhnorm else "normal", name="router")
         logits_bt = router(h_btd)[..., 0]  # float32
-        gate_bt = apply_gate(logits_bt, cfg.mod_gate, cfg.mod_gate_alpha)
+        gate_bt = apply_gate(logits_bt, cfg.mod.gate, cfg.mod.gate_alpha)
         decide_bt = causal_logits(cfg, h_btd, logits_bt)
         causal_bt = valid_bt & ((decide_bt > 0) if self.capacity < 1.0 else True)
         block = self.block_cls(cfg, name="block")
@@ -119,8 +119,8 @@ class MoDBlock(nn.Module):
             selected_bt = selected_mask(idx_bk, t) & valid_bt
             h_btd = scatter(self._skip(h_btd, gate_bt, selected_bt), idx_bk, _mix(g_bk, y_bkd, x_bkd))
             kv = scatter_kv(kv_bk, idx_bk, t) if cache is not None else kv_bk
-            name = "mod_predictor_bce" if cfg.router_causal == "predictor" else "mod_router_bce"
-            aux_losses[name] = cfg.mod_aux_coef * router_bce(decide_bt, selected_bt, valid_bt)
+            name = "mod_predictor_bce" if cfg.router.causal == "predictor" else "mod_router_bce"
+            aux_losses[name] = cfg.mod.aux_coef * router_bce(decide_bt, selected_bt, valid_bt)
             metrics["causal_acc"] = masked_mean(causal_bt == selected_bt, valid_bt)
             metrics["causal_selected"] = masked_mean(causal_bt, valid_bt)
         else:
@@ -144,7 +144,7 @@ class MoDBlock(nn.Module):
 
     def _skip(self, h_btd: jax.Array, gate_bt: jax.Array, selected_bt: jax.Array) -> jax.Array:
         """Skipped tokens: unchanged, or scaled by their gate (p-MoD STRing)."""
-        if not self.cfg.mod_string:
+        if not self.cfg.mod.string:
             return h_btd
         scaled_btd = (gate_bt[..., None] * h_btd).astype(h_btd.dtype)
         return jnp.where(selected_bt[..., None], h_btd, scaled_btd)

@@ -1,10 +1,10 @@
 """Mixture-of-Recursions (Bae et al., arXiv 2507.10524; official code raymin0223/mixture_of_recursions).
 
 A recursive stack reuses m shared layers Phi' = (B_1 .. B_m) for N_r recursions. Sharing
-(`mor_sharing`): "cycle" unrolls Phi' N_r times (m = L / N_r); "middle_cycle" keeps a unique first
+(`mor.sharing`): "cycle" unrolls Phi' N_r times (m = L / N_r); "middle_cycle" keeps a unique first
 and last layer around it (m = (L - 2) / N_r). `n_layers` = L counts layer applications.
 
-KV options (`mor_kv`):
+KV options (`mor.kv`):
 - "recursion" (recursion-wise caching): every application computes its own K/V from its input and
   attends among the tokens active there; the cache has one K/V layer per application (L layers, in
   application order), and a deeper recursion's layer holds only its active tokens.
@@ -14,7 +14,7 @@ KV options (`mor_kv`):
   As in the official code, training runs this as "all keys, masked" (top-k: gathered queries against
   the full key length).
 
-Routers (`mor_router`):
+Routers (`mor.router`):
 - "expert" (expert-choice, hierarchical). At recursion r (0-based) a linear router theta_r scores
   the tokens that survived recursion r - 1: g = alpha sigmoid(theta_r^T h / temp). The top
   k_r = max(1, floor(c_r T)) survivors go on, with c_r = (N_r - r) / N_r a fraction of the full T,
@@ -22,7 +22,7 @@ Routers (`mor_router`):
   gate multiplies the whole block output (which contains its input):
       selected:  h <- h + g Phi'(h)      (= (1 + g) h + g sum(Delta));  others keep h.
   Aux loss: BCE(router logit, sg(top-k membership)) over the survivors, summed over recursions,
-  times `mor_aux_coef`; optional z-loss. routing="causal": a token continues at recursion r iff it
+  times `mor.aux_coef`; optional z-loss. routing="causal": a token continues at recursion r iff it
   was active at r - 1 and its causal logit (router or stop-gradient predictor) is > 0; recursions
   with c_r = 1 take every token in both modes.
 - "token" (token-choice). One router on the stack's input H^1 gives N_r scores p = alpha
@@ -88,11 +88,10 @@ class RecursiveStack(nn.Module):
         valid_bt: jax.Array,
     ) -> tuple[jax.Array, list[KV], list[jax.Array], dict[str, Any]]:
         cfg = self.cfg
-        middle = cfg.mor_sharing == "middle_cycle"
-        m = (cfg.n_layers - 2 * middle) // cfg.mor_recursions
+        middle, m = cfg.mor.unique_edge_layers // 2, cfg.mor_layers_per_recursion
         shared = [self.block_cls(cfg, name=f"shared_{j}") for j in range(m)]
         caches = [None if cache is None else cache.layer(i) for i in range(cfg.cache_layers)]
-        share = cfg.mor_kv == "share"
+        share = cfg.mor.kv == "share"
         kv0: list[tuple[jax.Array, jax.Array, jax.Array]] = []  # recursion 0's (k, v, positions) per layer
         kvs: list[KV] = []
         valids: list[jax.Array] = []
@@ -117,7 +116,7 @@ class RecursiveStack(nn.Module):
                 )
             return x
 
-        body = {"expert": self._expert, "token": self._token, "none": self._plain}[cfg.mor_router]
+        body = {"expert": self._expert, "token": self._token, "none": self._plain}[cfg.mor.router]
         h_btd, rec_valids, extras = body(run, h_btd, positions_bt, mask_btt, valid_bt)
         valids.extend(v for v in (rec_valids[:1] if share else rec_valids) for _ in range(m))
         if middle:
@@ -127,9 +126,9 @@ class RecursiveStack(nn.Module):
         return h_btd, kvs, valids, extras
 
     def _plain(self, run, h_btd, positions_bt, mask_btt, valid_bt):
-        for r in range(self.cfg.mor_recursions):
+        for r in range(self.cfg.mor.recursions):
             h_btd = run(r, h_btd, positions_bt, mask_btt)
-        return h_btd, [valid_bt] * self.cfg.mor_recursions, {"aux_losses": {}, "metrics": {}}
+        return h_btd, [valid_bt] * self.cfg.mor.recursions, {"aux_losses": {}, "metrics": {}}
 
     def _expert(self, run, h_btd, positions_bt, mask_btt, valid_bt):
         cfg = self.cfg
@@ -139,10 +138,10 @@ class RecursiveStack(nn.Module):
         rec_valids: list[jax.Array] = []
         idx_bk: jax.Array | None = None  # survivors of the previous recursion (None = all tokens)
         active_bt = valid_bt
-        for r, capacity in enumerate(recursion_capacities(cfg.mor_recursions)):
+        for r, capacity in enumerate(recursion_capacities(cfg.mor.recursions)):
             x_bkd = h_btd if idx_bk is None else gather(h_btd, idx_bk)
-            logits_bk = Router(name=f"router_{r}")(x_bkd / cfg.mor_temp)[..., 0]
-            gate_bk = cfg.mor_alpha * jax.nn.sigmoid(logits_bk)
+            logits_bk = Router(name=f"router_{r}")(x_bkd / cfg.mor.temp)[..., 0]
+            gate_bk = cfg.mor.alpha * jax.nn.sigmoid(logits_bk)
             decide_bk = causal_logits(cfg, x_bkd, logits_bk, name=f"predictor_{r}")
             if self.routing == "causal":  # every token computed; keys masked to the active ones
                 active_bt = active_bt & ((decide_bk > 0) if capacity < 1.0 else True)
@@ -176,18 +175,18 @@ class RecursiveStack(nn.Module):
             metrics[f"rec{r}/causal_acc"] = masked_mean((decide_bk > 0) == sel_bk, prev_valid_bk)
         aux_losses = {}
         if self.routing == "topk":
-            name = "mor_predictor_bce" if cfg.router_causal == "predictor" else "mor_router_bce"
-            aux_losses = {name: cfg.mor_aux_coef * bce}
-            if cfg.mor_z_loss_coef:
-                aux_losses["mor_z_loss"] = cfg.mor_z_loss_coef * zl
+            name = "mor_predictor_bce" if cfg.router.causal == "predictor" else "mor_router_bce"
+            aux_losses = {name: cfg.mor.aux_coef * bce}
+            if cfg.mor.z_loss_coef:
+                aux_losses["mor_z_loss"] = cfg.mor.z_loss_coef * zl
         return h_btd, rec_valids, {"aux_losses": aux_losses, "metrics": metrics}
 
     def _token(self, run, h_btd, positions_bt, mask_btt, valid_bt):
         cfg = self.cfg
-        n_r = cfg.mor_recursions
-        logits_btn = Router(out_dim=n_r, name="router")(h_btd / cfg.mor_temp)
-        squash = jax.nn.softmax if cfg.mor_token_gate == "softmax" else jax.nn.sigmoid
-        probs_btn = cfg.mor_alpha * squash(logits_btn)
+        n_r = cfg.mor.recursions
+        logits_btn = Router(out_dim=n_r, name="router")(h_btd / cfg.mor.temp)
+        squash = jax.nn.softmax if cfg.mor.token_gate == "softmax" else jax.nn.sigmoid
+        probs_btn = cfg.mor.alpha * squash(logits_btn)
         depth_bt = jnp.argmax(probs_btn, axis=-1)
         gate_bt = jnp.take_along_axis(probs_btn, depth_bt[..., None], axis=-1)[..., 0]
         out_btd, x_btd = h_btd, h_btd
@@ -206,11 +205,11 @@ class RecursiveStack(nn.Module):
         aux_losses = {}
         if self.routing == "topk":
             mean_prob_n = masked_mean_over_tokens(probs_btn, valid_bt)
-            aux_losses["mor_balance"] = cfg.mor_balance_coef * jnp.sum(
+            aux_losses["mor_balance"] = cfg.mor.balance_coef * jnp.sum(
                 n_r * jax.lax.stop_gradient(frac_n) * mean_prob_n
             )
-            if cfg.mor_z_loss_coef:
-                aux_losses["mor_z_loss"] = cfg.mor_z_loss_coef * z_loss(logits_btn, valid_bt)
+            if cfg.mor.z_loss_coef:
+                aux_losses["mor_z_loss"] = cfg.mor.z_loss_coef * z_loss(logits_btn, valid_bt)
         return out_btd, rec_valids, {"aux_losses": aux_losses, "metrics": metrics}
 
 

@@ -10,7 +10,7 @@ tokens get weight 0 whatever their values. The new *values* are drawn from the l
 (N(0, (2 / (L sqrt(d_in)))^2)), not zero: with zero keys AND zero values every gradient of the new
 tokens vanishes (dL/dV_new = Θ_new g = 0 and dL/dK_new ∝ V_new = 0), a fixed point that training
 never leaves. With random values the zero keys get the gradient gelu'(0) tau / ||A|| (g V_new^T) x
-and the new tokens start learning. Growth is refused for `pattention_norm="softmax"`, where a zero
+and the new tokens start learning. Growth is refused for `projection.norm="softmax"`, where a zero
 score still gets weight exp(0) / sum > 0.
 
 Continuing training with the standard trainer:
@@ -51,34 +51,37 @@ def grown_config(
 
     The FFN grows in proportion (n_ffn * new / n) unless `new_num_param_tokens_ffn` is given.
     """
-    if cfg.projection != "pattention":
-        raise ValueError(f"grow needs a TokenFormer model (projection='pattention'), got {cfg.projection!r}")
-    if cfg.pattention_norm == "softmax":
+    if cfg.projection.kind != "pattention":
         raise ValueError(
-            "growth is not function-preserving under pattention_norm='softmax' (exp(0) = 1 gives new zero "
+            f"grow needs a TokenFormer model (projection.kind='pattention'), got {cfg.projection.kind!r}"
+        )
+    if cfg.projection.norm == "softmax":
+        raise ValueError(
+            "growth is not function-preserving under projection.norm='softmax' (exp(0) = 1 gives new zero "
             "keys weight); use 'l2_norm_gelu' or 'gelu_l2_norm'"
         )
     n, n_ffn = cfg.resolved_n_param_tokens, cfg.resolved_n_param_tokens_ffn
     if new_num_param_tokens_ffn is None:
         if (n_ffn * new_num_param_tokens) % n:
             raise ValueError(
-                f"n_param_tokens_ffn={n_ffn} does not grow in proportion to {n} -> {new_num_param_tokens}; "
+                f"projection.param_tokens_ffn={n_ffn} does not grow in proportion to {n} -> {new_num_param_tokens}; "
                 "pass new_num_param_tokens_ffn"
             )
         new_num_param_tokens_ffn = n_ffn * new_num_param_tokens // n
     for name, old, new in (
-        ("n_param_tokens", n, new_num_param_tokens),
-        ("n_param_tokens_ffn", n_ffn, new_num_param_tokens_ffn),
+        ("projection.param_tokens", n, new_num_param_tokens),
+        ("projection.param_tokens_ffn", n_ffn, new_num_param_tokens_ffn),
     ):
         if new < old:
             raise ValueError(f"growth to fewer tokens: {name} {old} -> {new} (growth only appends tokens)")
-    return dataclasses.replace(
-        cfg,
-        n_param_tokens=new_num_param_tokens,
-        n_param_tokens_ffn=new_num_param_tokens_ffn,
-        pattention_scale_tokens=cfg.pattention_scale_tokens or n,
-        pattention_scale_tokens_ffn=cfg.pattention_scale_tokens_ffn or n_ffn,
+    projection = dataclasses.replace(
+        cfg.projection,
+        param_tokens=new_num_param_tokens,
+        param_tokens_ffn=new_num_param_tokens_ffn,
+        scale_tokens=cfg.projection.scale_tokens or n,
+        scale_tokens_ffn=cfg.projection.scale_tokens_ffn or n_ffn,
     )
+    return dataclasses.replace(cfg, projection=projection)
 
 
 def _append_tokens(x: Any, new_n: int, fill: jax.Array | None) -> Any:

@@ -5,12 +5,12 @@
   h_l = h_l + SwiGLU(RMSNorm(h_l))
   logits = RMSNorm(h_L) E^T   (tied)   or   RMSNorm(h_L) W_out   (untied), float32
 
-Block kinds come from the config: `block_pattern` makes layers Mixture-of-Depths blocks
-(`rocket.models.mod.MoDBlock`, wrapping `Block`), and `mor_sharing` turns the body into a
+Block kinds come from the config: `mod.pattern` makes layers Mixture-of-Depths blocks
+(`rocket.models.mod.MoDBlock`, wrapping `Block`), and `mor.sharing` turns the body into a
 Mixture-of-Recursions stack of shared `Block`s (`rocket.models.mor.RecursiveStack`). Their router
 losses and statistics are returned in `aux["aux_losses"]` / `aux["metrics"]`.
 
-Signature shared by every rocket model (shared/DESIGN.md):
+Signature shared by every rocket model (docs/architecture.md, "The model call"):
 
   model.apply(params, tokens[B, T], positions[B, T], *, cache=None, segment_ids=None,
               block_mask=None, routing="topk", deterministic=True) -> (logits[B, T, V], aux)
@@ -37,7 +37,7 @@ from rocket.models.mod import MoDBlock
 from rocket.models.mor import RecursiveStack
 from rocket.routing import merge_router_extras
 
-_REMAT_POLICIES = {
+_REMAT_POLICIES = {  # every `model.remat` choice but "none" (tests/test_layering.py checks the match)
     "full": None,  # save nothing, recompute the whole block in the backward pass
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
@@ -68,7 +68,7 @@ class Block(nn.Module):
             cfg.resolved_head_dim,
             cfg.rope_theta,
             n_layers=cfg.n_layers,
-            impl=cfg.attention_impl,
+            impl=cfg.attention.impl,
             dtype=dtype,
             param_dtype=pdtype,
             name="attn",
@@ -187,7 +187,7 @@ class Transformer(nn.Module):
         b, t = positions_bt.shape
         valid_bt = jnp.ones((b, t), bool) if segment_ids_bt is None else segment_ids_bt != 0
         block_cls = _block_class(cfg)
-        if cfg.mor_sharing != "none":
+        if cfg.mor.enabled:
             stack = RecursiveStack(cfg, block_cls, routing, name="mor")
             h_btd, kvs, valids, extras = stack(h_btd, positions_bt, mask_btt, cache, valid_bt)
             return h_btd, kvs, valids, [("mor", extras)]

@@ -154,14 +154,16 @@ def sample_text(model: Transformer, params: Any, tokenizer: Any, cfg: Experiment
 def _check_vocab(cfg: ExperimentConfig, vocab: int) -> None:
     if cfg.model.vocab_size < vocab:
         raise ConfigError(
-            f"config field 'model.vocab_size': {cfg.model.vocab_size} is smaller than the "
-            f"{cfg.data.tokenizer!r} tokenizer's vocabulary of {vocab}; set --config.model.vocab_size={vocab}"
+            "model.vocab_size",
+            f"{cfg.model.vocab_size} is smaller than the "
+            f"{cfg.data.tokenizer!r} tokenizer's vocabulary of {vocab}; set --config.model.vocab_size={vocab}",
         )
     mask_id = cfg.model.vocab_size - 1 if cfg.loss.meap_mask_id < 0 else cfg.loss.meap_mask_id
     if cfg.loss.meap_rate > 0 and mask_id < vocab:
         raise ConfigError(
-            f"config field 'loss.meap_mask_id': MEAP's [MASK] id {mask_id} is a tokenizer id (vocabulary "
-            f"{vocab}); grow model.vocab_size past {vocab} (the default mask id is vocab_size - 1)"
+            "loss.meap_mask_id",
+            f"MEAP's [MASK] id {mask_id} is a tokenizer id (vocabulary "
+            f"{vocab}); grow model.vocab_size past {vocab} (the default mask id is vocab_size - 1)",
         )
 
 
@@ -217,9 +219,7 @@ class _Reporter:
 def _build_data(cfg: ExperimentConfig) -> Any:
     dc, n_proc = cfg.data, jax.process_count()
     if dc.batch_size % n_proc:
-        raise ConfigError(
-            f"config field 'data.batch_size': {dc.batch_size} is not divisible by {n_proc} processes"
-        )
+        raise ConfigError("data.batch_size", f"{dc.batch_size} is not divisible by {n_proc} processes")
     data = build_data(
         dc.corpus,
         dc.tokenizer,

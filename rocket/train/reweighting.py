@@ -1,4 +1,4 @@
-"""Loss -> weight functions (the P2 plug-in of shared/research/training.md), pure and jit-able.
+"""Loss -> weight functions (the weight-function plug-in of `rocket.train.transforms`), pure and jit-able.
 
 * `sample_weights`: dynamic loss-based sample reweighting (Sow et al., ICLR 2025, arXiv 2502.06733;
   sowmaster/Sample-Level-Loss-Reweighting-ICLR-2025 `src/trainer.py`).
