@@ -123,19 +123,6 @@ def z_loss(logits_bte: jax.Array, valid_bt: jax.Array | None) -> jax.Array:
     return masked_mean(jnp.square(jax.nn.logsumexp(logits_bte.astype(jnp.float32), axis=-1)), valid_bt)
 
 
-def prd_capacities(n_layers: int, mean: float, cap_max: float, cap_min: float) -> list[float | None]:
-    """p-MoD progressive ratio decay over layers: rho(l) = mean + cos(pi * l / (L - 1)) / 2.
-
-    Layer l is routed iff rho(l) <= cap_max, with capacity max(rho(l), cap_min); otherwise dense
-    (None). (The official code hard-codes L - 1 = 31 for a 32-layer model; here it is L - 1.)
-    """
-    out: list[float | None] = []
-    for layer in range(n_layers):
-        rho = mean + 0.5 * math.cos(math.pi * layer / max(n_layers - 1, 1))
-        out.append(max(rho, cap_min) if rho <= cap_max else None)
-    return out
-
-
 class Router(nn.Module):
     """Linear router x[B, T, D] -> logits[B, T, E] (float32).
 

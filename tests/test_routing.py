@@ -11,13 +11,13 @@ from rocket.config import (
     ModConfig,
     ModelConfig,
     from_config_dict,
+    prd_capacities,
     to_config_dict,
 )
 from rocket.routing import (
     capacity_to_k,
     gather,
     gather_mask,
-    prd_capacities,
     route_topk,
     router_bce,
     scatter_add,
