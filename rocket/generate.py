@@ -1,19 +1,18 @@
 """`python -m rocket.generate --checkpoint WORKDIR [--method NAME] [--draft_checkpoint WORKDIR] ...`.
 
-Loads a `rocket.train` run (its latest checkpoint's params and the config saved with it), decodes
-`--prompt` with any method of `rocket.decode.METHODS`, and prints the text, tokens/s (warm: the
-second, compiled call) and the method's stats (mean accepted tokens per target call, acceptance
-rate, calls per token). Speculative methods need `--draft_checkpoint` (a run with the same
-tokenizer). `--temperature 0` (the default) decodes greedily.
+Restores a `rocket.train` run with `rocket.train.restore.restore_run` (the params of its latest
+checkpoint, or of `--step`, and the config saved with it), decodes `--prompt` with any method of
+`rocket.decode.METHODS`, and prints the text, tokens/s (warm: the second, compiled call) and the
+method's stats (mean accepted tokens per target call, acceptance rate, calls per token).
+Speculative methods need `--draft_checkpoint` (a run with the same tokenizer). `--temperature 0`
+(the default) decodes greedily.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from typing import Any
 
 from absl import app, flags, logging
 
@@ -30,40 +29,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.mark_flag_as_required("checkpoint")
 
 
-def load_run(workdir: str, step: int | None = None) -> tuple[Any, Any, Any]:
-    """(ModelStep, tokenizer, ExperimentConfig) of a training run's checkpoint."""
-    from rocket.config import ExperimentConfig, from_dict
-    from rocket.data import get_tokenizer, prepare_corpus
-    from rocket.decode import ModelStep
-    from rocket.train.checkpoint import Checkpointer, CheckpointError
-    from rocket.train.loop import Trainer
-
-    ckpt_dir = (
-        os.path.join(workdir, "checkpoints")
-        if os.path.isdir(os.path.join(workdir, "checkpoints"))
-        else workdir
-    )
-    ckpt = Checkpointer(ckpt_dir, read_only=True, async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    meta_file = os.path.join(ckpt.step_path(step), "meta", "metadata") if step is not None else ""
-    if not os.path.exists(meta_file):
-        raise CheckpointError(f"no checkpoint with a saved config in {ckpt_dir!r} (step {step})")
-    with open(meta_file) as f:
-        cfg = from_dict(ExperimentConfig, json.load(f)["config"])
-    trainer = Trainer.build(cfg)
-    state, _, _ = ckpt.restore(step, trainer.abstract_state())
-    dc = cfg.data
-    corpus = (
-        None
-        if dc.tokenizer == "byte"
-        else prepare_corpus(dc.corpus, val_fraction=dc.val_fraction, cache_dir=dc.cache_dir or None)
-    )
-    tokenizer = get_tokenizer(
-        dc.tokenizer, corpus=corpus, vocab_size=dc.spm_vocab_size, cache_dir=dc.cache_dir or None
-    )
-    return ModelStep(trainer.model, {"params": state.params}), tokenizer, cfg
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -75,15 +40,21 @@ def main(argv: list[str]) -> None:
 
     from rocket.config import ConfigError
     from rocket.data import DataError
-    from rocket.decode import SamplerConfig, decode_stats, generate, resolve_method
+    from rocket.decode import ModelStep, SamplerConfig, decode_stats, generate, resolve_method
     from rocket.train.checkpoint import CheckpointError
+    from rocket.train.restore import restore_run
     from rocket.utils import enable_compilation_cache
 
     enable_compilation_cache()
     try:
         method = resolve_method(_METHOD.value)
-        target, tokenizer, _ = load_run(_CHECKPOINT.value, _STEP.value)
-        draft = load_run(_DRAFT.value)[0] if _DRAFT.value else None
+        restored = restore_run(_CHECKPOINT.value, _STEP.value)
+        tokenizer = restored.tokenizer()
+        target = ModelStep(restored.model, {"params": restored.params})
+        draft = None
+        if _DRAFT.value:
+            draft_run = restore_run(_DRAFT.value)
+            draft = ModelStep(draft_run.model, {"params": draft_run.params})
     except (ConfigError, DataError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -38,3 +38,7 @@ def test_cli_decodes_a_checkpoint_with_a_draft_and_reports_stats(tmp_path):
     assert "tokens/s" in lines[-1] and "acceptance 1.000" in lines[-1], lines[-1]
     bad = subprocess.run(cmd[:4] + ["--method=beam"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "unknown decoding method" in bad.stderr
+    bad = subprocess.run(cmd[:4] + ["--step=7"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: No checkpoint step 7 in {str(workdir / 'checkpoints')!r}; available steps: [1]."
+    ], bad.stderr

@@ -13,7 +13,8 @@ import pytest
 from rocket.config import ConfigError, ModelConfig
 from rocket.layers.pattention import PattentionSpec, pattention, pattention_weights
 from rocket.models import Transformer, param_count
-from rocket.models.tokenformer import grow, grow_train_state
+from rocket.models.tokenformer import grow
+from rocket.train.grow import grow_train_state
 from rocket.train.step import init_state, make_train_step
 from tests.helpers import TINY, positions_for, tiny_cfg, tiny_model
 

@@ -13,32 +13,21 @@ never leaves. With random values the zero keys get the gradient gelu'(0) tau / |
 and the new tokens start learning. Growth is refused for `projection.norm="softmax"`, where a zero
 score still gets weight exp(0) / sum > 0.
 
-Continuing training with the standard trainer:
-  * in memory: `grow_train_state(state, cfg, tx, n)` grows the params and the optimizer state
-    (old moments kept, the new rows' moments start at zero, step and RNG kept);
-  * on disk: `grow_checkpoint(src_workdir, cfg, dst_workdir, n)` restores the latest checkpoint of
-    a run, grows it and saves it (with the data position) into a new work directory at the same
-    step; `python -m rocket.train` with the returned config (printed as overrides) and
-    `train.workdir=dst_workdir` resumes from it. `train.steps` is the total over both stages and
-    the learning-rate schedule is evaluated at the resumed step of the new run's schedule.
+Continuing training with the standard trainer (growing the optimizer state and a run's checkpoint):
+`rocket.train.grow` (`grow_train_state`, `grow_checkpoint`). This module is model-level only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax import traverse_util
 
-from rocket.config import ExperimentConfig, ModelConfig, to_dict
-from rocket.train.checkpoint import Checkpointer
-from rocket.train.loop import Trainer
-from rocket.train.optim import make_optimizer
+from rocket.config import ModelConfig
 
 _TOKEN_LEAVES = ("keys", "values")
 _FFN_MODULE = "mlp"  # the FFN Pattention's module name (rocket.models.kinds.make_mlp)
@@ -131,48 +120,3 @@ def grow(
             fill = std * jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32)
         grown[path] = _append_tokens(leaf, new_n, fill)
     return traverse_util.unflatten_dict(grown), new_cfg
-
-
-def grow_opt_state(opt_state: Any, new_params: Any, tx: optax.GradientTransformation) -> Any:
-    """The optimizer state for the grown params: every old leaf is copied into the leading corner of
-    the optimizer's fresh state for `new_params`, so old moments (and counters) carry over and the new
-    tokens' moments start at the optimizer's init (zero for Adam, Lion, SGD momentum)."""
-    fresh = tx.init(nn.meta.unbox(new_params))
-
-    def carry(old: jax.Array, new: jax.Array) -> jax.Array:
-        if old.shape == new.shape:
-            return old
-        if old.ndim != new.ndim or any(o > n for o, n in zip(old.shape, new.shape)):
-            raise ValueError(f"optimizer state leaf {old.shape} does not fit its grown shape {new.shape}")
-        return new.at[tuple(slice(0, o) for o in old.shape)].set(old)
-
-    return jax.tree.map(carry, nn.meta.unbox(opt_state), fresh)
-
-
-def grow_train_state(
-    state: Any, cfg: ModelConfig, tx: optax.GradientTransformation, new_num_param_tokens: int, **kw: Any
-) -> tuple[Any, ModelConfig]:
-    """`grow` for a `rocket.train.step.TrainState`: params and optimizer state; step and RNG kept."""
-    params, new_cfg = grow(state.params, cfg, new_num_param_tokens, **kw)
-    return state.replace(params=params, opt_state=grow_opt_state(state.opt_state, params, tx)), new_cfg
-
-
-def grow_checkpoint(
-    src_workdir: str, cfg: ExperimentConfig, dst_workdir: str, new_num_param_tokens: int, **kw: Any
-) -> ExperimentConfig:
-    """Restores the latest checkpoint of the run `cfg` in `src_workdir`, grows it and saves it with
-    its data position into `dst_workdir`/checkpoints at the same step -> the grown run's config."""
-    src = Checkpointer(os.path.join(src_workdir, "checkpoints"), read_only=True)
-    trainer = Trainer.build(cfg)
-    state, data_state, _ = src.restore(None, trainer.abstract_state())
-    src.close()
-    tx, _ = make_optimizer(cfg.optim, cfg.train.steps)
-    state, model_cfg = grow_train_state(jax.device_get(state), cfg.model, tx, new_num_param_tokens, **kw)
-    new_cfg = dataclasses.replace(
-        cfg, model=model_cfg, train=dataclasses.replace(cfg.train, workdir=dst_workdir)
-    )
-    dst = Checkpointer(os.path.join(dst_workdir, "checkpoints"))
-    dst.save(int(state.step), state, data_state=data_state, meta={"config": to_dict(new_cfg)}, force=True)
-    dst.wait()
-    dst.close()
-    return new_cfg

@@ -9,6 +9,10 @@ Layout: ``<directory>/<step>/{state,data,meta}``, written by one
 * ``data``: the data-pipeline state (JSON), omitted when ``None``.
 * ``meta``: free-form JSON (config, git hash, ...), omitted when ``None``.
 
+A training run keeps its checkpoints in ``run_checkpoint_dir(workdir)``. Readers that need only
+part of a step (`rocket.train.restore.restore_run`) use `read_meta` and `restore_fields`, which
+read just the ``meta`` item or the named fields of ``state`` (nothing else is loaded).
+
 Save interval: every ``save()`` call writes a checkpoint when
 ``step % save_interval_steps == 0`` (default interval 1, i.e. the caller decides)
 or ``force=True`` (use it for the final step / on preemption). Steps that
@@ -86,6 +90,11 @@ _install_log_filter()
 # --------------------------------------------------------------------------
 # Directory checks
 # --------------------------------------------------------------------------
+def run_checkpoint_dir(workdir: str) -> str:
+    """Where a training run (`rocket.train.loop.train`) keeps its checkpoints."""
+    return os.path.join(workdir, "checkpoints")
+
+
 def _is_remote(path: str) -> bool:
     """True for URLs such as gs://bucket/dir (no local checks possible)."""
     return "://" in path
@@ -240,19 +249,46 @@ class Checkpointer:
         aside (see module docstring); `self.restored_step` tells which step
         was restored. data_state/meta are None if they were not saved.
         """
+        abstract = jax.tree.map(_abstract_leaf, abstract_state)
+        checked = self.check_step(step)
+        if step is not None:
+            return self._restore_or_raise(checked, abstract)
+        return self._restore_newest_readable(self.all_steps(), abstract)
+
+    def check_step(self, step: int | None) -> int:
+        """`step` (None: the latest) after checking it exists; raises CheckpointError if not."""
         self.wait()
         self._manager.reload()  # the directory may have changed under us
-        abstract = jax.tree.map(_abstract_leaf, abstract_state)
         steps = self.all_steps()
-        if step is not None:
-            if int(step) not in steps:
-                raise CheckpointError(
-                    f"No checkpoint step {step} in {self.directory!r}; available steps: {steps or 'none'}."
-                )
-            return self._restore_or_raise(int(step), abstract)
-        if not steps:
+        if step is None and not steps:
             raise CheckpointError(f"No checkpoint found in {self.directory!r}.")
-        return self._restore_newest_readable(steps, abstract)
+        if step is not None and int(step) not in steps:
+            raise CheckpointError(
+                f"No checkpoint step {step} in {self.directory!r}; available steps: {steps or 'none'}."
+            )
+        return steps[-1] if step is None else int(step)
+
+    def read_meta(self, step: int) -> dict | None:
+        """The ``meta`` JSON saved with `step` (None if none was); reads nothing else."""
+        if not (epath.Path(self.step_path(step)) / _META).exists():
+            return None
+        args = ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
+        try:
+            return self._manager.restore(step, args=args)[_META]
+        except Exception as e:  # noqa: BLE001
+            raise self._unreadable_error(step, e) from e
+
+    def restore_fields(self, step: int, abstract: dict[str, PyTree]) -> dict[str, PyTree]:
+        """Restores only the top-level fields of the saved ``state`` named in `abstract`, e.g.
+        ``{"params": ...}`` (orbax partial restore: the other fields, such as the optimizer state,
+        are never read). Leaves as in `restore`; returns a dict with the keys of `abstract`."""
+        item = jax.tree.map(_abstract_leaf, abstract)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(item)
+        args = ocp.args.PyTreeRestore(item, restore_args=restore_args, partial_restore=True)
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**{_STATE: args}))[_STATE]
+        except Exception as e:  # noqa: BLE001
+            raise self._unreadable_error(step, e) from e
 
     def _restore_step(self, step: int, abstract: PyTree) -> tuple[PyTree, dict | None, dict | None]:
         """Restores one step; orbax exceptions propagate."""

@@ -25,7 +25,7 @@ from rocket.data import build_data
 from rocket.data.decomposition import DecompositionSpec
 from rocket.decode import ModelStep, SamplerConfig, generate
 from rocket.models import Transformer, flops_per_token, param_count
-from rocket.train.checkpoint import Checkpointer, CheckpointError
+from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
 from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, matmul_dtype, mfu, peak_flops
 from rocket.train.optim import make_optimizer
 from rocket.train.step import TrainState, init_state, make_eval_step, make_train_step
@@ -283,7 +283,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     data = _build_data(cfg)
     trainer = Trainer.build(cfg)
     workdir = os.path.abspath(tc.workdir)
-    ckpt_dir, log_dir = os.path.join(workdir, "checkpoints"), os.path.join(workdir, "logs")
+    ckpt_dir, log_dir = run_checkpoint_dir(workdir), os.path.join(workdir, "logs")
     ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
     writer = MetricWriter(log_dir, enabled=lead)
     writer.write_hparams(to_dict(cfg))

@@ -53,6 +53,13 @@ class TrainState:
     ema_params: Any = None  # EMA "history" params (ssToken); None unless a transform needs them
 
 
+def init_params(model: nn.Module, rng: jax.Array, seq_len: int) -> Any:
+    """Fresh params of `model`, boxed in `nn.Partitioned`: `jax.eval_shape(init_params, ...)`
+    exposes their shapes and logical axis names (what `rocket.train.restore` restores into)."""
+    tokens = jnp.zeros((1, seq_len), jnp.int32)
+    return model.init(rng, tokens, jnp.zeros_like(tokens))["params"]
+
+
 def init_state(
     model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, seq_len: int, *, ema: bool = False
 ) -> TrainState:
@@ -60,8 +67,7 @@ def init_state(
     `nn.Partitioned`, so `jax.eval_shape(init_state, ...)` exposes their logical axis names.
     `ema=True` adds `ema_params`, a copy of the params (the EMA history model starts at init)."""
     init_rng, run_rng = jax.random.split(rng)
-    tokens = jnp.zeros((1, seq_len), jnp.int32)
-    params = model.init(init_rng, tokens, jnp.zeros_like(tokens))["params"]
+    params = init_params(model, init_rng, seq_len)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
