@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
+from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig, override
 from rocket.data import ByteTokenizer
 from rocket.models import Transformer
 from rocket.models.tokenformer import grow
@@ -20,7 +20,7 @@ from rocket.train.grow import grow_checkpoint
 from rocket.train.restore import restore_run
 
 MODEL = dict(vocab_size=258, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32)
-TOKENFORMER = dict(projection="pattention", n_param_tokens=16, n_param_tokens_ffn=24)
+TOKENFORMER = dict(projection=dict(kind="pattention", param_tokens=16, param_tokens_ffn=24))
 
 
 def _corpus(folder: Path) -> str:
@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig,
     config and the trainer's params after every step (recorded on the host as the loop runs)."""
     root = tmp_path_factory.mktemp("restore")
     cfg = ExperimentConfig(
-        model=ModelConfig(**MODEL, **TOKENFORMER),
+        model=override(ModelConfig(**MODEL), TOKENFORMER),
         data=DataConfig(
             corpus=_corpus(root / "corpus"),
             seq_len=32,
@@ -137,7 +137,7 @@ def test_grow_checkpoint_restores_as_the_grown_run(trained, tmp_path):
     cfg, params = trained
     dst = str(tmp_path / "grown")
     new_cfg = grow_checkpoint(cfg.train.workdir, cfg, dst, 24)
-    assert new_cfg.model.n_param_tokens == 24 and new_cfg.model.n_param_tokens_ffn == 36
+    assert new_cfg.model.projection.param_tokens == 24 and new_cfg.model.projection.param_tokens_ffn == 36
     run = restore_run(dst)
     assert run.step == 4 and run.config == new_cfg and run.config.train.workdir == dst
     assert_bitwise_equal(run.params, grow(params[4], cfg.model, 24)[0])
