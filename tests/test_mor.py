@@ -90,7 +90,7 @@ def test_causal_mode_is_causal_and_matches_prefill_plus_steps(overrides):
 @pytest.mark.parametrize("overrides", [{**EC, "n_layers": 4, "mor.recursions": 2}, TC])
 def test_routers_get_gradient_from_the_language_model_loss(overrides):
     model, params = tiny_model(
-        **{**overrides, "mor_aux_coef": 0.0, "mor_balance_coef": 0.0, "mor_z_loss_coef": 0.0}
+        **{**overrides, "mor.aux_coef": 0.0, "mor.balance_coef": 0.0, "mor.z_loss_coef": 0.0}
     )
     tokens = _tokens()
     batch = {
@@ -150,7 +150,7 @@ def test_kv_sharing_keeps_the_parameters_and_skips_kv_projections_in_flops():
     from rocket.models.accounting import flops_per_token, param_count
 
     plain = dict(n_layers=4, mor=dict(sharing="cycle", recursions=2, router="none"))
-    share_model, share_params = tiny_model(**plain, mor=dict(kv="share"))
+    share_model, share_params = tiny_model(**plain, **{"mor.kv": "share"})
     rec_model, rec_params = tiny_model(**plain)
     chex.assert_trees_all_equal_shapes(share_params, rec_params)
     assert param_count(share_model.cfg) == param_count(rec_model.cfg)

@@ -169,7 +169,7 @@ def test_cli_reports_config_and_data_errors_in_one_line(tmp_path):
     res = run("--config.model.n_kv_heads=3")
     assert res.returncode == 2 and "n_kv_heads" in res.stderr and "Traceback" not in res.stderr
     res = run("--config.model.head_dim=15")  # an optional (None by default) field is overridable too
-    assert res.returncode == 2 and "'head_dim'" in res.stderr and "even" in res.stderr
+    assert res.returncode == 2 and "'model.head_dim'" in res.stderr and "even" in res.stderr
     res = run(f"--config.data.corpus={tmp_path / 'missing'}", f"--config.train.workdir={tmp_path / 'w'}")
     assert res.returncode == 2 and "missing" in res.stderr and "Traceback" not in res.stderr
 

@@ -11,6 +11,10 @@ plain loss's learning-rate scale; with no transforms it *is* the plain loss. The
 `bits_per_byte` stay the unweighted ones (comparable across runs); `transform/*` metrics carry the
 weighted objective and the weight statistics.
 
+Extension: a user project registers a builder `(LossConfig, ModelConfig) -> LossTransforms` under
+a name with `register_transform` and enables it with `loss.transforms="name"`; its batch and weight
+functions run after rocket's own (`docs/extending.md`, "A new training transform").
+
 Microbatching: weight functions see one microbatch at a time. Sample reweighting normalises
 (min/max of the losses, the softmax and its mean 1) over the samples of each microbatch, which is
 the paper's per-batch definition only when `microbatches == 1`; with accumulation each microbatch
@@ -22,6 +26,7 @@ device's rows. ssToken ranks within each sample, so it does not depend on microb
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -29,7 +34,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rocket.config import LossConfig, ModelConfig
+from rocket.config import USER_TRANSFORMS, LossConfig, ModelConfig
 from rocket.train.reweighting import sample_weights, sstoken_keep
 
 Batch = dict[str, jax.Array]
@@ -191,12 +196,29 @@ class LossTransforms:
             weight_fns.append(
                 sstoken_fn(keep=lcfg.token_keep, gamma=lcfg.token_gamma, warmup_steps=lcfg.token_warmup_steps)
             )
-        return cls(
+        own = cls(
             batch_fns=tuple(batch_fns),
             weight_fns=tuple(weight_fns),
             aux_scales=tuple(lcfg.aux_scale_map.items()),
             ema_decay=lcfg.token_ema_decay if sstoken else None,
             capture_attention=sstoken and (lcfg.token_gamma < 1.0 or lcfg.token_warmup_steps > 0),
+        )
+        user = [USER_TRANSFORMS.get(name)(lcfg, mcfg) for name in lcfg.transform_names]
+        return functools.reduce(LossTransforms.then, user, own)
+
+    def then(self, other: LossTransforms) -> LossTransforms:
+        """This composition followed by `other`'s batch and weight functions (aux scales of both;
+        one EMA history model at most)."""
+        if self.ema_decay is not None and other.ema_decay is not None and self.ema_decay != other.ema_decay:
+            raise ValueError(
+                f"two transforms keep EMA history models with decays {self.ema_decay}, {other.ema_decay}"
+            )
+        return LossTransforms(
+            batch_fns=self.batch_fns + other.batch_fns,
+            weight_fns=self.weight_fns + other.weight_fns,
+            aux_scales=self.aux_scales + other.aux_scales,
+            ema_decay=self.ema_decay if self.ema_decay is not None else other.ema_decay,
+            capture_attention=self.capture_attention or other.capture_attention,
         )
 
     def transform_batch(self, key: jax.Array, batch: Batch, step: jax.Array) -> Batch:
@@ -223,3 +245,11 @@ class LossTransforms:
                 f"loss.aux_scales names {unknown}, but the model's aux losses are {sorted(aux_losses)}"
             )
         return {name: value * scales.get(name, 1.0) for name, value in aux_losses.items()}
+
+
+TransformBuilder = Callable[[LossConfig, ModelConfig], LossTransforms]
+
+
+def register_transform(name: str, builder: TransformBuilder, *, overwrite: bool = False) -> TransformBuilder:
+    """Makes `builder` selectable as `loss.transforms="name"` (comma-separated for several)."""
+    return USER_TRANSFORMS.register(name, builder, overwrite=overwrite)
