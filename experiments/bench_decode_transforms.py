@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.decode_models import CTX, trained_model
+from experiments.lib.decode_models import CTX, trained_model
 from rocket.data import prepare_corpus
 from rocket.decode import ModelStep, SamplerConfig, generate
 from rocket.decode.awrs import AWRSDecode, ess

@@ -16,7 +16,7 @@ Sections (bf16 inputs, median of --reps timed calls after a warm-up, wall clock 
      D=128), split-K kernel vs the XLA path (concat + dense mask); GB/s of the K/V read and % of 1.
   4. Pattention (TokenFormer FFN-sized, M=16384 tokens, d=1024, n=4096): fused vs XLA, fwd and
      fwd+bwd.
-Goals (issue 8): softmax >= 0.8x cuDNN; softplus >= 3x XLA at 8k and <= 1.2x our softmax time;
+Goals: softmax >= 0.8x cuDNN; softplus >= 3x XLA at 8k and <= 1.2x our softmax time;
 verify >= 60% of measured HBM bandwidth. A failed or out-of-memory measurement prints "-".
 """
 

@@ -5,7 +5,7 @@
   python -m experiments.repro_all --render-only    # README from the results/ already there
 
 Each script runs in its own process (`python -m experiments.repro_<name>`) and writes
-results/<name>/ (see experiments/results.py); then README.md's text between the results markers is
+results/<name>/ (see experiments/lib/results.py); then README.md's text between the results markers is
 replaced by one subsection per result: summary, a table of the paper's claim next to ours, the plot.
 """
 
@@ -17,10 +17,7 @@ import subprocess
 import sys
 import time
 
-from experiments.results import RESULTS_DIR, render_results_section, replace_section
-
-# README order: architectures, then decoding, then training transforms
-NAMES = ("mod", "mor", "tokenformer", "softplus", "lexinvariant", "decoding", "training")
+from experiments.lib.results import NAMES, RESULTS_DIR, render_results_section, replace_section
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ calls per token, the measured speedup (warm tokens/s over AR in the same run, co
 the modelled speedup of `rocket.decode.cost_model` in the "flat" regime (a call of any width costs
 the model's measured 1-token call: the memory-bound accelerator regime the papers ran in; a model,
 not a measurement). Exactness is checked where it is cheap: greedy outputs of every method must equal
-greedy AR's token for token. The measurement itself is `experiments.bench_decode.measure`.
+greedy AR's token for token. The measurement itself is `experiments.lib.decode_bench.measure`.
 
 Runtime measured on the 2-core CPU while shared with other jobs (load ~8, so noisy and pessimistic):
 --quick 3.7 min (120 training steps per model, 1 draft, 2 prompts, 48 new tokens), full 24 min (400
@@ -23,15 +23,20 @@ steps, 3 models, 6 prompts, 96 new tokens, the gamma sweep, DySpec and RSD).
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
 import numpy as np
 
-from experiments.bench_decode import PROMPTS, measure, train_or_load
-from experiments.results import Claim, figure, repro_args, write_results
+from experiments.lib import decode_bench
+from experiments.lib.cli import repro_main
+from experiments.lib.results import Claim, Report, figure
 from rocket.decode import Autoregressive, DySpec, SamplerConfig, Speculative, TokenRecycling
 from rocket.utils import enable_compilation_cache
+
+TITLE = "Speculative sampling and Token Recycling vs autoregressive decoding"
+QUICK_HELP = "120 training steps, 1 draft, 2 prompts, 48 new tokens (~4 min)"
 
 GREEDY, T1 = SamplerConfig(greedy=True), SamplerConfig(temperature=1.0)
 STATS = ("acceptance", "position_acceptance", "mean_accepted_tokens", "target_calls_per_token")
@@ -211,36 +216,39 @@ def claims_of(rows: list[dict], settings: dict, setup: str, sample: str) -> tupl
     return claims, summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = repro_args(
-        "decoding", __doc__, quick_help="120 training steps, 1 draft, 2 prompts, 48 new tokens (~4 min)"
-    ).parse_args(argv)
+def measure(args: argparse.Namespace) -> Report:
     enable_compilation_cache()
     settings, runs = plan(args.quick)
     workdir = os.path.join(args.workdir, "quick" if args.quick else "full")
-    target, tok, target_bpb = train_or_load(workdir, "target_6l", 6, settings["steps"])
+    target, tok, target_bpb = decode_bench.train_or_load(workdir, "target_6l", 6, settings["steps"])
     models, bpb = {"target": target}, {"target": target_bpb}
     for name, layers in settings["drafts"].items():
-        models[name], _, bpb[name] = train_or_load(workdir, f"draft_{layers}l", layers, settings["steps"])
-    prompts = PROMPTS[: settings["prompts"]]
-    results = measure([r[:4] for r in runs], models, tok, prompts, settings["max_new"], settings["repeats"])
+        models[name], _, bpb[name] = decode_bench.train_or_load(
+            workdir, f"draft_{layers}l", layers, settings["steps"]
+        )
+    prompts = decode_bench.PROMPTS[: settings["prompts"]]
+    results = decode_bench.measure(
+        [r[:4] for r in runs], models, tok, prompts, settings["max_new"], settings["repeats"]
+    )
     rows = rows_of(results, runs, bpb)
     gamma_rows = [r for r in rows if r["method"] == "speculative" and r["temperature"] == 0.0]
     setup = (
         f"byte-level 6L d=128 target, {'/'.join(settings['drafts'])} drafts, {settings['steps']} steps on "
         f"the built-in corpus; {settings['prompts']} prompts x {settings['max_new']} tokens, batch 1, CPU"
     )
-    sample = PROMPTS[0] + tok.decode(results[0]["tokens"][0])
+    sample = decode_bench.PROMPTS[0] + tok.decode(results[0]["tokens"][0])
     claims, summary = claims_of(rows, settings, setup, sample)
-    write_results(
-        args,
-        title="Speculative sampling and Token Recycling vs autoregressive decoding",
+    return Report(
         rows=rows,
         claims=claims,
         summary=summary,
         fig=plot(rows, gamma_rows),
         data={"settings": {k: v for k, v in settings.items() if k != "drafts"}, "greedy_sample": sample},
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    repro_main("decoding", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,19 @@ Quick: 200 steps, 2 eval batches of 8 rows, 3 draws, ~2 min; full: 1000 steps, 4
 
 from __future__ import annotations
 
-import os
-import shutil
+import argparse
 
 import jax
 import numpy as np
 
-from experiments.common import by_bucket, eval_batches, experiment, per_token, restore_params, run, spread
-from experiments.results import Claim, figure, repro_args, seeds, write_results
+from experiments.lib.cli import repro_main, seeds
+from experiments.lib.per_token import by_bucket, eval_batches, per_token
+from experiments.lib.results import Claim, Report, figure
+from experiments.lib.runs import experiment, fresh_workdir, restore_params, run
+from experiments.lib.stats import spread
+
+TITLE = "Lexinvariant language models: context position and substitution cipher"
+QUICK_HELP = "200 steps, 2 eval batches, 3 draws (full: 1000 steps, 4, 5)"
 
 T = 256
 EDGES = [0, 4, 16, 64, 128, 256]
@@ -40,10 +45,7 @@ def byte_cipher(seed: int, vocab_size: int = 258) -> np.ndarray:
     return perm
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = repro_args(
-        "lexinvariant", __doc__, quick_help="200 steps, 2 eval batches, 3 draws (full: 1000 steps, 4, 5)"
-    ).parse_args(argv)
+def measure(args: argparse.Namespace) -> Report:
     steps, n_eval, draws = (200, 2, 3) if args.quick else (1000, 4, 5)
     run_seeds = seeds(args, [0])
     if len(run_seeds) != 1:
@@ -51,8 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             f"error: one training seed (the spread is over draws of E), got --seeds {args.seeds}"
         )
     seed = run_seeds[0]
-    root = os.path.abspath(args.workdir)
-    shutil.rmtree(root, ignore_errors=True)
+    root = fresh_workdir(args.workdir)
     common = dict(steps=steps, seq_len=T, batch_size=8, seed=seed)
     cfgs = {
         "standard": experiment(f"{root}/standard", **common),
@@ -186,15 +187,11 @@ def main(argv: list[str] | None = None) -> None:
         "position_edges": EDGES,
         **{f"{t}_{n}_{m}": res[t][n][m] for t in res for n in MODELS for m in ("nats", "correct")},
     }
-    write_results(
-        args,
-        title="Lexinvariant language models: context position and substitution cipher",
-        rows=rows,
-        claims=claims,
-        summary=summary,
-        fig=fig,
-        data=data,
-    )
+    return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    repro_main("lexinvariant", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 against a dense baseline at equal total training FLOPs, on the built-in byte-level corpus.
 
 Trains four models, each for the training FLOPs of `base_steps` steps of the dense baseline
-(steps scaled by the analytic FLOPs/token of top-k routing, `experiments/routing_repro.py`):
+(steps scaled by the analytic FLOPs/token of top-k routing, `experiments/lib/routing.py`):
 
   dense_4L     4 dense layers (the baseline)
   mod_c0.125   MoD: 8 layers, capacity 0.125 on every other layer, raw router gate, BCE aux loss
@@ -27,79 +27,55 @@ CPU-min), full ~35 min wall (~14 CPU-min); alone expect roughly half the wall ti
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
-from experiments.results import (
-    Claim,
-    diff_over_seeds,
-    figure,
-    mean_spread,
-    repro_args,
-    seeds,
-    write_results,
-)
-from experiments.routing_repro import (
-    Scale,
-    by_model,
-    evaluate_family,
-    grouped_bars,
-    plot_loss_vs_flops,
-    run_family,
-    time_family,
-    verdict_at_most,
-    verdict_faster,
-)
+from experiments.lib.cli import repro_main
+from experiments.lib.results import Claim, Report, figure
+from experiments.lib.routing import FamilyModel, run_family, verdict_at_most, verdict_faster
+from experiments.lib.routing_plots import grouped_bars, plot_loss_vs_flops, plot_topk_vs_causal
+from experiments.lib.stats import diff_over_seeds, mean_spread, signed
 from rocket.routing import prd_capacities
+
+TITLE = "Mixture-of-Depths and p-MoD vs dense at equal training FLOPs"
+QUICK_HELP = "d=64, 150 baseline steps, one seed"
 
 PMOD = dict(n_layers=8, block_pattern="mod", mod_gate="tanhnorm", mod_string=True, router_causal="predictor")
 PRD_MEAN = 0.5
 # constant capacity with PRD's average over its 8 layers (dense layers count as capacity 1)
 CONST_CAPACITY = float(np.mean([1.0 if c is None else c for c in prd_capacities(8, PRD_MEAN, 0.85, 0.15)]))
-MODELS = {
-    "dense_4L": dict(n_layers=4),
-    "mod_c0.125": dict(n_layers=8, block_pattern="dense,mod", mod_capacity=0.125),
-    "pmod_prd": dict(PMOD, mod_schedule="prd", mod_capacity=PRD_MEAN),
-    "pmod_const": dict(PMOD, mod_capacity=round(CONST_CAPACITY, 4)),
-}
-PMOD_RUNS = ("pmod_prd", "pmod_const")
-QUICK, FULL = Scale(d_model=64, seq_len=128, base_steps=150, eval_points=4), Scale(128, 128, 300)
+# the main comparison (dense vs MoD) over every seed; p-MoD's PRD vs constant over the first
+TABLE = (
+    FamilyModel("dense_4L", dict(n_layers=4), flops="budget"),
+    FamilyModel("mod_c0.125", dict(n_layers=8, block_pattern="dense,mod", mod_capacity=0.125)),
+    FamilyModel("pmod_prd", dict(PMOD, mod_schedule="prd", mod_capacity=PRD_MEAN), seeds="first"),
+    FamilyModel("pmod_const", dict(PMOD, mod_capacity=round(CONST_CAPACITY, 4)), seeds="first"),
+)
 REL_TOL = 0.01  # "matches": within 1% of the dense loss (the paper's gains are ~1.5%) or the seed spread
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = repro_args("mod", __doc__, quick_help="d=64, 150 baseline steps, one seed").parse_args(argv)
-    scale = QUICK if args.quick else FULL
-    seed_list = seeds(args, [0] if args.quick else [0, 1])
-    # the main comparison (dense vs MoD) over every seed; p-MoD's PRD vs constant over the first
-    family = run_family(
-        args.workdir, scale, MODELS, baseline="dense_4L", seeds=seed_list, first_seed_only=PMOD_RUNS
-    )
-    rows = evaluate_family(family, n_batches=4 if args.quick else 8)
-    timing = time_family(family)
-    causal, topk = by_model(rows, "loss_causal"), by_model(rows, "loss_topk")
-    size = {r["model"]: r for r in rows}  # a row per model, for the size columns
-    accs = by_model(rows, "causal_acc")
-    fwd = {t["model"]: t for t in timing}
-
+def measure(args: argparse.Namespace) -> Report:
+    result = run_family(args, TABLE)
+    causal, accs = result.values("loss_causal"), result.values("causal_acc")
+    size, fwd = result.size, result.forward
     dense = mean_spread(causal["dense_4L"])[0]
     d_mod, s_mod = diff_over_seeds(causal["mod_c0.125"], causal["dense_4L"])
-    gap_mod, gap_s = mean_spread([c - t for c, t in zip(causal["mod_c0.125"], topk["mod_c0.125"])])
+    gap_mod, gap_s = mean_spread(result.values("topk_gap")["mod_c0.125"])
     acc_mod, acc_s = mean_spread(accs["mod_c0.125"])
     acc_pred = mean_spread(accs["pmod_prd"])[0]
-    routed = mean_spread(by_model(rows, "causal_selected")["mod_c0.125"])[0]
+    routed = mean_spread(result.values("causal_selected")["mod_c0.125"])[0]
     d_prd, s_prd = diff_over_seeds(causal["pmod_prd"], causal["pmod_const"])
     speed_topk = fwd["mod_c0.125"]["fwd_us_per_token_topk"] / fwd["dense_4L"]["fwd_us_per_token_topk"]
     speed_causal = fwd["mod_c0.125"]["fwd_us_per_token_causal"] / fwd["dense_4L"]["fwd_us_per_token_causal"]
     fpt_ratio = size["mod_c0.125"]["fwd_flops_per_token"] / size["dense_4L"]["fwd_flops_per_token"]
-    n = len(seed_list)
-    setup = f"d={scale.d_model}, T={scale.seq_len}, {scale.base_steps} dense steps, byte corpus, {n} seed(s)"
-    pm = lambda m, s: f"{m:+.3f} +- {s:.3f}" if s > 0 else f"{m:+.3f}"  # noqa: E731
+    n, setup = len(result.seeds), result.setup("dense")
     claims = [
         Claim(
             claim="MoD (c=0.125, every other layer) matches or beats dense at equal training FLOPs",
             paper="up to 1.5% better final log-prob; 220M MoD slightly beats the isoFLOP-optimal baseline",
             paper_setup="60M-3B params, 6e18-1e20 FLOPs, T=2048",
-            ours=f"causal loss MoD - dense = {pm(d_mod, s_mod)} nats ({100 * d_mod / dense:+.1f}%)",
+            ours=f"causal loss MoD - dense = {signed(d_mod, s_mod)} nats ({100 * d_mod / dense:+.1f}%)",
             our_setup=f"8L MoD vs 4L dense, {setup}",
             verdict=verdict_at_most(d_mod, s_mod, REL_TOL * dense),
         ),
@@ -107,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             claim="causal routing loses little against (leaky) top-k routing at eval",
             paper="causal-routing evaluation degrades little; the aux BCE variant costs ~0.2-0.3% loss",
             paper_setup="same as above",
-            ours=f"causal - top-k = {pm(gap_mod, gap_s)} nats ({100 * gap_mod / dense:+.1f}%)",
+            ours=f"causal - top-k = {signed(gap_mod, gap_s)} nats ({100 * gap_mod / dense:+.1f}%)",
             our_setup=setup,
             verdict=verdict_at_most(gap_mod, gap_s, 2 * REL_TOL * dense),
         ),
@@ -128,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             paper_setup="220M params, TPU",
             ours=f"MoD/dense forward time: top-k {speed_topk:.2f}x, causal {speed_causal:.2f}x "
             f"(FLOPs {fpt_ratio:.2f}x)",
-            our_setup=f"eval forward B=8, T={scale.seq_len}, CPU (shared, +-20%)",
+            our_setup=f"eval forward B=8, T={result.scale.seq_len}, CPU (shared, +-20%)",
             verdict=verdict_faster(speed_topk, fpt_ratio),
         ),
         Claim(
@@ -136,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
             paper="p-MoD (PRD) matches the baseline at 4.92 vs 8.38 TFLOPs (avg. 66.5 vs 66.3); "
             "the spec expects PRD to beat a constant ratio",
             paper_setup="LLaVA-1.5 7B, vision tokens routed, instruction tuning",
-            ours=f"causal loss PRD - constant = {pm(d_prd, s_prd)} nats",
+            ours=f"causal loss PRD - constant = {signed(d_prd, s_prd)} nats",
             our_setup=f"8 routed layers, text, mean ratio {CONST_CAPACITY:.3f}, "
-            + setup.replace(f"{n} seed(s)", f"seed {seed_list[0]}"),
+            + setup.replace(f"{n} seed(s)", f"seed {result.seeds[0]}"),
             verdict="reproduced"
             if d_prd < -max(s_prd, 0.002 * dense)
             else "not reproduced"
@@ -148,16 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
 
     fig, (ax_curve, ax_eval, ax_time) = figure(ncols=3)
-    curves = plot_loss_vs_flops(ax_curve, family)
-    names = list(MODELS)
-    grouped_bars(
-        ax_eval,
-        names,
-        {"top-k (leaks)": [np.mean(topk[m]) for m in names], "causal": [np.mean(causal[m]) for m in names]},
-        ylabel="final eval loss (nats/token)",
-        title="top-k vs causal routing",
-        zoom=True,
-    )
+    curves = plot_loss_vs_flops(ax_curve, result.family)
+    plot_topk_vs_causal(ax_eval, result)
+    names = result.labels
     grouped_bars(
         ax_time,
         names,
@@ -181,15 +150,17 @@ def main(argv: list[str] | None = None) -> None:
         f"p-MoD's multimodal setting are far from this scale ({n} seed(s) for dense vs MoD, one for "
         f"p-MoD; the claims table gives the seed spread where there are several); timings are on a shared 2-core CPU, +-20%."
     )
-    write_results(
-        args,
-        title="Mixture-of-Depths and p-MoD vs dense at equal training FLOPs",
-        rows=rows + timing,
+    return Report(
+        rows=result.rows + result.timing,
         claims=claims,
         summary=summary,
         fig=fig,
-        data={"curves": curves, "const_capacity": CONST_CAPACITY, "seeds": seed_list},
+        data={"curves": curves, "const_capacity": CONST_CAPACITY, "seeds": result.seeds},
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    repro_main("mod", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 (parameter-shared) transformer at equal total training FLOPs, on the built-in byte-level corpus.
 
 Trains three models, each for the training FLOPs of `base_steps` steps of the vanilla model (steps
-scaled by the analytic FLOPs/token of top-k routing, `experiments/routing_repro.py`):
+scaled by the analytic FLOPs/token of top-k routing, `experiments/lib/routing.py`):
 
   vanilla_6L   6 dense layers
   recursive    middle-cycle sharing 1 + (2 x 2) + 1: 4 unique layers, every token takes both
@@ -27,73 +27,52 @@ that alone).
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
-from experiments.results import (
-    Claim,
-    diff_over_seeds,
-    figure,
-    mean_spread,
-    repro_args,
-    seeds,
-    write_results,
-)
-from experiments.routing_repro import (
-    Scale,
-    by_model,
-    evaluate_family,
-    grouped_bars,
-    plot_loss_vs_flops,
-    run_family,
-    time_family,
-    verdict_at_most,
-    verdict_faster,
-)
+from experiments.lib.cli import repro_main
+from experiments.lib.results import Claim, Report, figure
+from experiments.lib.routing import FamilyModel, run_family, verdict_at_most, verdict_faster
+from experiments.lib.routing_plots import grouped_bars, plot_loss_vs_flops, plot_topk_vs_causal
+from experiments.lib.stats import diff_over_seeds, mean_spread, signed
+
+TITLE = "Mixture-of-Recursions vs recursive and vanilla at equal training FLOPs"
+QUICK_HELP = "d=64, 150 vanilla steps, one seed"
 
 STACK = dict(n_layers=6, mor_sharing="middle_cycle", mor_recursions=2)
-MODELS = {
-    "vanilla_6L": dict(n_layers=6),
-    "recursive": dict(STACK, mor_router="none"),
-    "mor_ec2": dict(STACK, mor_router="expert"),
-}
-QUICK, FULL = Scale(d_model=64, seq_len=128, base_steps=150, eval_points=4), Scale(128, 128, 300)
+TABLE = (
+    FamilyModel("vanilla_6L", dict(n_layers=6), flops="budget"),
+    FamilyModel("recursive", dict(STACK, mor_router="none")),
+    FamilyModel("mor_ec2", dict(STACK, mor_router="expert")),
+)
 REL_TOL = 0.01  # "matches": within 1% of the vanilla loss (the paper's gain is 1.1%) or the seed spread
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = repro_args("mor", __doc__, quick_help="d=64, 150 vanilla steps, one seed").parse_args(argv)
-    scale = QUICK if args.quick else FULL
-    seed_list = seeds(args, [0] if args.quick else [0, 1])
-    family = run_family(args.workdir, scale, MODELS, baseline="vanilla_6L", seeds=seed_list)
-    rows = evaluate_family(family, n_batches=4 if args.quick else 8, layers="rec1/")
-    timing = time_family(family)
-    causal, topk = by_model(rows, "loss_causal"), by_model(rows, "loss_topk")
-    size = {r["model"]: r for r in rows}  # a row per model, for the size columns
-    tps = {t["model"]: t for t in timing}
-    deep = mean_spread(by_model(rows, "causal_selected")["mor_ec2"])[0]
-    acc = mean_spread(by_model(rows, "causal_acc")["mor_ec2"])[0]
+def measure(args: argparse.Namespace) -> Report:
+    result = run_family(args, TABLE, layers="rec1/")
+    causal, topk = result.values("loss_causal"), result.values("loss_topk")
+    size, tps = result.size, result.forward
+    deep = mean_spread(result.values("causal_selected")["mor_ec2"])[0]
+    acc = mean_spread(result.values("causal_acc")["mor_ec2"])[0]
 
     vanilla = mean_spread(causal["vanilla_6L"])[0]
     d_van, s_van = diff_over_seeds(causal["mor_ec2"], causal["vanilla_6L"])
     d_rec, s_rec = diff_over_seeds(causal["mor_ec2"], causal["recursive"])
-    gap, gap_s = mean_spread([c - t for c, t in zip(causal["mor_ec2"], topk["mor_ec2"])])
+    gap, gap_s = mean_spread(result.values("topk_gap")["mor_ec2"])
     p_ratio = size["mor_ec2"]["params_no_embed"] / size["vanilla_6L"]["params_no_embed"]
     speed = {
         m: tps["mor_ec2"][f"fwd_tokens_per_s_{m}"] / tps["vanilla_6L"][f"fwd_tokens_per_s_{m}"]
         for m in ("topk", "causal")
     }
     fpt_ratio = size["mor_ec2"]["fwd_flops_per_token"] / size["vanilla_6L"]["fwd_flops_per_token"]
-    n = len(seed_list)
-    setup = (
-        f"d={scale.d_model}, T={scale.seq_len}, {scale.base_steps} vanilla steps, byte corpus, {n} seed(s)"
-    )
-    pm = lambda m, s: f"{m:+.3f} +- {s:.3f}" if n > 1 else f"{m:+.3f}"  # noqa: E731
+    n, setup = len(result.seeds), result.setup("vanilla")
     claims = [
         Claim(
             claim="MoR (expert-choice, N_r=2) beats vanilla at equal training FLOPs with fewer parameters",
             paper="val NLL 2.7511 vs 2.7824 with 167M vs 315M unique params (0.53x)",
             paper_setup="SmolLM-360M shape, 16.5e18 FLOPs, FineWeb-Edu, T=2048",
-            ours=f"causal loss MoR - vanilla = {pm(d_van, s_van)} nats ({100 * d_van / vanilla:+.1f}%) "
+            ours=f"causal loss MoR - vanilla = {signed(d_van, s_van)} nats ({100 * d_van / vanilla:+.1f}%) "
             f"with {p_ratio:.2f}x the non-embedding params",
             our_setup=f"1+(2x2)+1 vs 6L, {setup}",
             verdict=verdict_at_most(d_van, s_van, REL_TOL * vanilla),
@@ -102,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             claim="MoR beats the plain recursive model at equal FLOPs",
             paper="MoR beats the recursive baselines at every isoFLOP budget",
             paper_setup="135M-1.7B, N_r=3, 2e18-16.5e18 FLOPs",
-            ours=f"causal loss MoR - recursive = {pm(d_rec, s_rec)} nats",
+            ours=f"causal loss MoR - recursive = {signed(d_rec, s_rec)} nats",
             our_setup=setup,
             verdict=verdict_at_most(d_rec, s_rec, 0.2 * REL_TOL * vanilla),
         ),
@@ -110,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             claim="causal routing (router sign) loses little against top-k at eval",
             paper="the aux loss separates router outputs almost perfectly (selected ~1, others ~0)",
             paper_setup="360M, expert-choice, aux BCE 0.001",
-            ours=f"causal - top-k = {pm(gap, gap_s)} nats; rule agrees with top-k on {100 * acc:.1f}% of "
+            ours=f"causal - top-k = {signed(gap, gap_s)} nats; rule agrees with top-k on {100 * acc:.1f}% of "
             f"recursion-1 candidates and sends {100 * deep:.0f}% of tokens deeper (top-k: 50%)",
             our_setup=setup,
             verdict=verdict_at_most(gap, gap_s, 2 * REL_TOL * vanilla),
@@ -121,22 +100,15 @@ def main(argv: list[str] | None = None) -> None:
             paper_setup="360M, H100, max batch",
             ours=f"MoR/vanilla eval-forward tokens/s: top-k {speed['topk']:.2f}x, causal {speed['causal']:.2f}x "
             f"(FLOPs {fpt_ratio:.2f}x)",
-            our_setup=f"eval forward B=8, T={scale.seq_len}, CPU (shared, +-20%)",
+            our_setup=f"eval forward B=8, T={result.scale.seq_len}, CPU (shared, +-20%)",
             verdict=verdict_faster(1 / speed["topk"], fpt_ratio),
         ),
     ]
 
     fig, axes = figure(ncols=2, nrows=2)
-    curves = plot_loss_vs_flops(axes[0], family)
-    names = list(MODELS)
-    grouped_bars(
-        axes[1],
-        names,
-        {"top-k (leaks)": [np.mean(topk[m]) for m in names], "causal": [np.mean(causal[m]) for m in names]},
-        ylabel="final eval loss (nats/token)",
-        title="top-k vs causal routing",
-        zoom=True,
-    )
+    curves = plot_loss_vs_flops(axes[0], result.family)
+    plot_topk_vs_causal(axes[1], result)
+    names = result.labels
     grouped_bars(
         axes[2],
         names,
@@ -175,15 +147,17 @@ def main(argv: list[str] | None = None) -> None:
         f"does not implement; ours is {n} seed(s) at a tiny scale (the claims table gives the seed "
         f"spread where there are several), and timings are on a shared 2-core CPU, +-20%."
     )
-    write_results(
-        args,
-        title="Mixture-of-Recursions vs recursive and vanilla at equal training FLOPs",
-        rows=rows + timing,
+    return Report(
+        rows=result.rows + result.timing,
         claims=claims,
         summary=summary,
         fig=fig,
-        data={"curves": curves, "seeds": seed_list},
+        data={"curves": curves, "seeds": result.seeds},
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    repro_main("mor", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
 
 
 if __name__ == "__main__":

@@ -15,27 +15,23 @@ Quick: 150 steps, seed 0, 8 rows of 1024 tokens, ~2 min; full: 600 steps, seeds 
 
 The passkey task (rocket.data.synthetic.passkey) is not run: models trained on the corpus never saw a
 pass key, so their zero-shot accuracy is 0 at every length; training on it needs a non-corpus training
-loop and more steps than this budget (see the notes of issue 9).
+loop and more steps than this budget.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import argparse
 
 import numpy as np
 
-from experiments.common import (
-    by_bucket,
-    eval_batches,
-    experiment,
-    per_token,
-    replace_model,
-    restore_params,
-    run,
-    spread,
-)
-from experiments.results import Claim, figure, repro_args, seeds, write_results
+from experiments.lib.cli import repro_main, seeds
+from experiments.lib.per_token import by_bucket, eval_batches, per_token
+from experiments.lib.results import Claim, Report, figure
+from experiments.lib.runs import experiment, fresh_workdir, replace_model, restore_params, run
+from experiments.lib.stats import spread
+
+TITLE = "Softplus attention (LSSA / LSSAR): length extrapolation"
+QUICK_HELP = "150 steps, one seed, 8 eval rows of 1024 tokens (full: 600 steps, seeds 0,1, 32 rows)"
 
 TRAIN_LEN = 64
 LENGTHS = (64, 128, 256, 512, 1024)
@@ -88,21 +84,14 @@ def evaluate_seed(root: str, seed: int, steps: int, batches: dict) -> dict[str, 
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = repro_args(
-        "softplus",
-        __doc__,
-        quick_help="150 steps, one seed, 8 eval rows of 1024 tokens (full: 600 steps, seeds 0,1, 32 rows)",
-    ).parse_args(argv)
+def measure(args: argparse.Namespace) -> Report:
     steps, n_eval = (150, 1) if args.quick else (600, 4)
     run_seeds = seeds(args, [0] if args.quick else [0, 1])
     text = eval_batches(max(LENGTHS), n_eval)
     batches = {n: windows(text, n) for n in LENGTHS}
     res = {}
     for seed in run_seeds:
-        root = os.path.abspath(f"{args.workdir}/seed{seed}")
-        shutil.rmtree(root, ignore_errors=True)
-        res[seed] = evaluate_seed(root, seed, steps, batches)
+        res[seed] = evaluate_seed(fresh_workdir(f"{args.workdir}/seed{seed}"), seed, steps, batches)
 
     rows = [
         dict(model=label, seed=seed, eval_len=n, x_train_len=n // TRAIN_LEN, val_loss=loss)
@@ -195,15 +184,11 @@ def main(argv: list[str] | None = None) -> None:
         "position_edges": EDGES,
         **{f"seed{s}": res[s] for s in run_seeds},
     }
-    write_results(
-        args,
-        title="Softplus attention (LSSA / LSSAR): length extrapolation",
-        rows=rows,
-        claims=claims,
-        summary=summary,
-        fig=fig,
-        data=data,
-    )
+    return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    repro_main("softplus", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
 
 
 if __name__ == "__main__":

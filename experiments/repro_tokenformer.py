@@ -19,27 +19,32 @@ every few steps. Quick: S1 = S2 = 100, seed 0, ~2-3 min; full: S1 = S2 = 300, se
 
 from __future__ import annotations
 
-import os
+import argparse
 import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import (
-    eval_batches,
+from experiments.lib.cli import repro_main, seeds
+from experiments.lib.per_token import eval_batches
+from experiments.lib.results import Claim, Report, figure
+from experiments.lib.runs import (
     experiment,
+    fresh_workdir,
     logged,
     replace_model,
     replace_train,
     restore_params,
     run,
-    spread,
 )
-from experiments.results import Claim, figure, repro_args, seeds, write_results
+from experiments.lib.stats import spread
 from rocket.config import ExperimentConfig
 from rocket.models import Transformer, flops_per_token, param_count
 from rocket.models.tokenformer import grow_checkpoint
+
+TITLE = "TokenFormer: growth vs training from scratch"
+QUICK_HELP = "S1 = S2 = 100 steps, one seed (full: 300 + 300, seeds 0,1)"
 
 N_SMALL, N_BIG = 64, 128
 RUNS = ("small", "grown", "continue small", "scratch (total)", "scratch (extra)")
@@ -99,18 +104,13 @@ def train_seed(root: str, seed: int, s1: int, s2: int, batches: list[dict]) -> t
     return curves, diff
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = repro_args(
-        "tokenformer", __doc__, quick_help="S1 = S2 = 100 steps, one seed (full: 300 + 300, seeds 0,1)"
-    ).parse_args(argv)
+def measure(args: argparse.Namespace) -> Report:
     s1 = s2 = 100 if args.quick else 300
     run_seeds = seeds(args, [0] if args.quick else [0, 1])
     batches = eval_batches(128, 2)
     results = {}
     for seed in run_seeds:
-        root = os.path.abspath(f"{args.workdir}/seed{seed}")
-        shutil.rmtree(root, ignore_errors=True)
-        results[seed] = train_seed(root, seed, s1, s2, batches)
+        results[seed] = train_seed(fresh_workdir(f"{args.workdir}/seed{seed}"), seed, s1, s2, batches)
 
     rows = []
     final = {name: [results[s][0][name][-1][1] for s in run_seeds] for name in RUNS}
@@ -203,15 +203,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         for s in run_seeds
     }
-    write_results(
-        args,
-        title="TokenFormer: growth vs training from scratch",
-        rows=rows,
-        claims=claims,
-        summary=summary,
-        fig=fig,
-        data=data,
-    )
+    return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    repro_main("tokenformer", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ layers, 400 steps, 4 variants, 3 seeds; recall 800 steps, 2 seeds).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from typing import Any
@@ -36,22 +37,19 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.common import experiment, logged, run
-from experiments.results import (
-    Claim,
-    diff_over_seeds,
-    figure,
-    mean_spread,
-    repro_args,
-    seeds,
-    write_results,
-)
+from experiments.lib.cli import repro_main, seeds
+from experiments.lib.results import Claim, Report, figure
+from experiments.lib.runs import experiment, logged, run
+from experiments.lib.stats import diff_over_seeds, mean_spread
 from rocket.config import ExperimentConfig
 from rocket.data import build_data
 from rocket.data.synthetic import answer_accuracy, associative_recall
 from rocket.models import Transformer
 from rocket.train.loop import Trainer
 from rocket.utils import enable_compilation_cache
+
+TITLE = "Training transforms: sample reweighting, MEAP, Dataset Decomposition vs next-token training"
+QUICK_HELP = "100 steps, 3 variants, 2 seeds; recall 240 steps"
 
 VOCAB = 259  # the byte tokenizer's 258 ids + MEAP's [MASK] (the last id)
 VARIANTS: dict[str, dict] = {
@@ -182,28 +180,21 @@ def claims_of(final: dict[str, list[float]], recall: dict[str, list[float]], set
 
 def plot(curves: dict[str, dict[int, list]], recall_curves: dict[str, dict[int, list]]):
     fig, axes = figure(ncols=2)
-    for name, by_seed in curves.items():
-        steps = [s for s, _ in next(iter(by_seed.values()))]
-        vals = np.array([[v for _, v in c] for c in by_seed.values()])
-        axes[0].plot(steps, vals.mean(0), "o-", label=name)
-        axes[0].fill_between(steps, vals.min(0), vals.max(0), alpha=0.2)
+    for ax, panel in zip(axes, (curves, recall_curves)):  # mean over seeds, band: min-max
+        for name, by_seed in panel.items():
+            steps = [s for s, _ in next(iter(by_seed.values()))]
+            vals = np.array([[v for _, v in c] for c in by_seed.values()])
+            ax.plot(steps, vals.mean(0), "o-", label=name)
+            ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.2)
     axes[0].set(title="validation bits/byte (band: min-max over seeds)", xlabel="step", ylabel="bits/byte")
     axes[0].legend(fontsize=8)
-    for name, by_seed in recall_curves.items():
-        steps = [s for s, _ in next(iter(by_seed.values()))]
-        vals = np.array([[v for _, v in c] for c in by_seed.values()])
-        axes[1].plot(steps, vals.mean(0), "o-", label=name)
-        axes[1].fill_between(steps, vals.min(0), vals.max(0), alpha=0.2)
     axes[1].axhline(0.1, color="k", lw=0.8, ls="--", label="chance (1/10)")
     axes[1].set(title="associative recall, held-out accuracy", xlabel="step", ylabel="exact match")
     axes[1].legend(fontsize=8)
     return fig
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = repro_args(
-        "training", __doc__, quick_help="100 steps, 3 variants, 2 seeds; recall 240 steps"
-    ).parse_args(argv)
+def measure(args: argparse.Namespace) -> Report:
     enable_compilation_cache()
     size = QUICK if args.quick else FULL
     run_seeds = seeds(args, (0, 1) if args.quick else (0, 1, 2))
@@ -263,15 +254,17 @@ def main(argv: list[str] | None = None) -> None:
         "tokens; our validation loss is the plain token mean, which reweighting (it changes the "
         "objective) and MEAP (it trains on masked inputs) do not optimise directly."
     )
-    write_results(
-        args,
-        title="Training transforms: sample reweighting, MEAP, Dataset Decomposition vs next-token training",
+    return Report(
         rows=rows,
         claims=claims,
         summary=summary,
         fig=plot(curves, recall_curves),
         data={"final_bits_per_byte": final, "final_recall_accuracy": recall},
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    repro_main("training", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The reproduction experiments' output format (experiments/results.py) and, in the slow tier, every
+"""The reproduction experiments' output format and command line (experiments/lib/results.py, cli.py)
+and, in the slow tier, every
 `experiments/repro_*.py --quick` end to end: its four output files exist and hold finite numbers."""
 
 import json
@@ -9,29 +10,34 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.repro_all import NAMES
-from experiments.results import (
+from experiments.lib.cli import repro_args, repro_main
+from experiments.lib.results import (
     END,
+    NAMES,
     START,
     Claim,
+    Report,
     figure,
     load_results,
     render_results_section,
     replace_section,
-    repro_args,
     write_results,
 )
 
 CLAIM = Claim("a claim", "1.0", "big", "0.9 +- 0.1", "small", "partly")
 
 
-def _write(tmp_path, rows, **kw):
+def _report(rows, data=None):
+    fig, ax = figure()
+    ax.plot([0, 1], [1, 0])
+    return Report(rows=rows, claims=[CLAIM], summary="It works.", fig=fig, data=data)
+
+
+def _write(tmp_path, rows, data=None):
     args = repro_args("toy", "Toy experiment.", quick_help="quick").parse_args(
         ["--quick", "--out", str(tmp_path / "toy")]
     )
-    fig, ax = figure()
-    ax.plot([0, 1], [1, 0])
-    return write_results(args, rows=rows, claims=[CLAIM], summary="It works.", fig=fig, title="Toy", **kw)
+    return write_results(args, "Toy", _report(rows, data))
 
 
 def test_write_then_load_round_trips(tmp_path):
@@ -43,6 +49,20 @@ def test_write_then_load_round_trips(tmp_path):
     md = open(os.path.join(out, "summary.md")).read()
     assert "| a claim | 1.0 | big | 0.9 +- 0.1 | small | partly |" in md and "![toy](plot.png)" in md
     assert open(os.path.join(out, "plot.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_repro_main_measures_with_the_parsed_command_line_and_writes_the_report(tmp_path):
+    seen = []
+
+    def measure(args):
+        seen.append((args.quick, args.seeds, args.workdir, args.name))
+        return _report([{"loss": 1.0}], data={"x": [1, 2]})
+
+    argv = ["--seeds", "3,4", "--out", str(tmp_path / "toy")]
+    out = repro_main("toy", "Toy experiment.", title="Toy", quick_help="quick", measure=measure, argv=argv)
+    assert seen == [(False, "3,4", "runs/repro_toy", "toy")]
+    record = load_results(out)
+    assert record["title"] == "Toy" and record["mode"] == "full" and record["data"] == {"x": [1, 2]}
 
 
 def test_non_finite_numbers_are_refused_before_writing(tmp_path):

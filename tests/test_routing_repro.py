@@ -1,28 +1,35 @@
 """The iso-FLOP families and seed statistics of the adaptive-depth reproductions
-(experiments/routing_repro.py; the scripts themselves run in the slow tier, tests/test_repro.py)."""
+(experiments/lib/routing.py, stats.py; the scripts themselves run in the slow tier, tests/test_repro.py)."""
 
 import numpy as np
 import pytest
 
-from experiments.results import diff_over_seeds, mean_spread
-from experiments.routing_repro import (
+from experiments.lib.routing import (
+    FamilyModel,
+    FamilyRun,
     Scale,
     iso_flop_family,
-    training_flops,
+    train_family,
     verdict_at_most,
     verdict_faster,
 )
+from experiments.lib.routing_measure import training_flops
+from experiments.lib.stats import diff_over_seeds, mean_spread, signed
 
-MODELS = {
-    "dense": dict(n_layers=4),
-    "mod": dict(n_layers=8, mod=dict(pattern="dense,mod", capacity=0.125)),
-    "mor": dict(n_layers=6, mor=dict(sharing="middle_cycle", recursions=2, router="expert")),
-}
+TABLE = (
+    FamilyModel("dense", dict(n_layers=4), flops="budget"),
+    FamilyModel("mod", dict(n_layers=8, block_pattern="dense,mod", mod_capacity=0.125)),
+    FamilyModel(
+        "mor",
+        dict(n_layers=6, mor_sharing="middle_cycle", mor_recursions=2, mor_router="expert"),
+        seeds="first",
+    ),
+)
 
 
 def test_iso_flop_family_spends_the_baselines_training_flops(tmp_path):
     scale = Scale(d_model=64, seq_len=128, base_steps=300)
-    family = iso_flop_family(str(tmp_path), scale, MODELS, baseline="dense", seed=3)
+    family = iso_flop_family(str(tmp_path), scale, TABLE, seed=3)
     budget = training_flops(family["dense"], 300)
     assert family["dense"].train.steps == 300
     for name, cfg in family.items():
@@ -31,12 +38,53 @@ def test_iso_flop_family_spends_the_baselines_training_flops(tmp_path):
         assert cfg.train.seed == 3 and cfg.model.d_model == 64 and cfg.data.seq_len == 128
     # the routed models cost more per token here, so they train fewer steps
     assert family["mod"].train.steps < 300 and family["mod"].model.layer_capacities[1] == 0.125
-    assert len({cfg.train.workdir for cfg in family.values()}) == len(MODELS)
+    assert len({cfg.train.workdir for cfg in family.values()}) == len(TABLE)
 
 
-def test_iso_flop_family_names_a_missing_baseline(tmp_path):
-    with pytest.raises(ValueError, match="baseline 'vanilla'"):
-        iso_flop_family(str(tmp_path), Scale(64, 128, 10), MODELS, baseline="vanilla", seed=0)
+def test_a_family_needs_one_budget_row_and_distinct_labels(tmp_path):
+    scale = Scale(64, 128, 10)
+    with pytest.raises(ValueError, match="exactly one row with flops='budget', got \\[\\]"):
+        iso_flop_family(str(tmp_path), scale, TABLE[1:], seed=0)
+    with pytest.raises(ValueError, match="labels"):
+        iso_flop_family(str(tmp_path), scale, TABLE + (TABLE[1],), seed=0)
+    with pytest.raises(ValueError, match="flops must be"):
+        FamilyModel("x", {}, flops="baseline")
+
+
+def test_train_family_trains_first_seed_rows_once(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr("experiments.lib.routing.run", trained.append)
+    family = train_family(str(tmp_path), Scale(64, 128, 10), TABLE, [0, 1])
+    assert [(c.train.workdir.rsplit("/", 1)[1]) for c in trained] == [
+        "dense_s0",
+        "mod_s0",
+        "mor_s0",
+        "dense_s1",
+        "mod_s1",
+    ]
+    assert {k: [c.train.seed for c in v] for k, v in family.items()} == {
+        "dense": [0, 1],
+        "mod": [0, 1],
+        "mor": [0],
+    }
+
+
+def test_family_run_views_its_rows():
+    rows = [
+        {"model": "dense", "seed": 0, "loss_causal": 2.0, "steps": 10},
+        {"model": "mod", "seed": 0, "loss_causal": 1.9, "causal_acc": 0.9, "steps": 8},
+        {"model": "dense", "seed": 1, "loss_causal": 2.2, "steps": 10},
+    ]
+    timing = [
+        {"model": "dense", "fwd_tokens_per_s_topk": 5.0},
+        {"model": "mod", "fwd_tokens_per_s_topk": 6.0},
+    ]
+    result = FamilyRun(Scale(64, 128, 10), [0, 1], {"dense": [], "mod": []}, rows, timing)
+    assert result.labels == ["dense", "mod"]
+    assert result.values("loss_causal") == {"dense": [2.0, 2.2], "mod": [1.9]}
+    assert result.values("causal_acc") == {"mod": [0.9]}
+    assert result.size["mod"]["steps"] == 8 and result.forward["mod"]["fwd_tokens_per_s_topk"] == 6.0
+    assert result.setup("dense") == "d=64, T=128, 10 dense steps, byte corpus, 2 seed(s)"
 
 
 def test_seed_statistics_and_verdict():
@@ -53,6 +101,7 @@ def test_seed_statistics_and_verdict():
     assert verdict_at_most(0.02, 0.0, 0.01) == "partly"
     assert verdict_at_most(0.05, 0.0, 0.01) == "not reproduced"
     assert verdict_at_most(0.05, 0.02, 0.01) == "partly"  # the seed spread widens the tolerance
+    assert signed(-0.0123, 0.004) == "-0.012 +- 0.004" and signed(0.5, 0.0) == "+0.500"
 
 
 def test_speed_verdict_needs_a_ratio_beyond_the_timing_noise():

@@ -3,7 +3,7 @@
 python -m rocket.train --config experiments/configs/mod_dense_baseline.py
 """
 
-from experiments.iso_flop import routing_experiment
+from experiments.lib.iso_flop_configs import routing_experiment
 
 
 def get_config():

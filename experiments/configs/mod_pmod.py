@@ -5,7 +5,7 @@ stop-gradient predictor for causal routing. Equal total training FLOPs to the 4-
 python -m rocket.train --config experiments/configs/mod_pmod.py
 """
 
-from experiments.iso_flop import routing_experiment
+from experiments.lib.iso_flop_configs import routing_experiment
 
 
 def get_config():

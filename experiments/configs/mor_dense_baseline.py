@@ -4,7 +4,7 @@ mor_ec2.py (1.01x) with 1.24x its parameters.
 python -m rocket.train --config experiments/configs/mor_dense_baseline.py
 """
 
-from experiments.iso_flop import routing_experiment
+from experiments.lib.iso_flop_configs import routing_experiment
 
 
 def get_config():

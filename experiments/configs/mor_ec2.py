@@ -5,7 +5,7 @@ N_r = 2 recursions with capacities (1, 1/2), sigmoid gate alpha = 0.1, BCE aux l
 python -m rocket.train --config experiments/configs/mor_ec2.py
 """
 
-from experiments.iso_flop import routing_experiment
+from experiments.lib.iso_flop_configs import routing_experiment
 
 
 def get_config():

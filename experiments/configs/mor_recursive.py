@@ -4,7 +4,7 @@ token taking both recursions; equal total training FLOPs to the 5-layer dense ba
 python -m rocket.train --config experiments/configs/mor_recursive.py
 """
 
-from experiments.iso_flop import routing_experiment
+from experiments.lib.iso_flop_configs import routing_experiment
 
 
 def get_config():

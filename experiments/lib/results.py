@@ -8,17 +8,20 @@ Every repro script measures one claim of a paper at small scale and writes `resu
   plot.png      the figure (matplotlib, headless Agg backend)
   summary.md    a one-paragraph summary with the claims table and the figure
 
-`python -m experiments.repro_all` runs the scripts and renders every results.json into the README's
-"Results" section (`render_results_section`).
+`python -m experiments.repro_all` runs the scripts (`NAMES`) and renders every results.json into the
+README's "Results" section (`render_results_section`).
 
-A script's shape:
+A script measures and returns a `Report`; `experiments.lib.cli.repro_main` parses its command line
+and writes the report (docs/extending.md, "a new experiment"):
 
-    def main(argv=None):
-        args = repro_args("mod", __doc__, quick_help="...").parse_args(argv)
+    def measure(args) -> Report:
         rows = [...]                     # measurements, list of flat dicts
         fig, ax = figure(1)              # plot
         claims = [Claim(...)]            # paper vs ours
-        write_results(args, rows=rows, claims=claims, summary="...", fig=fig)
+        return Report(rows=rows, claims=claims, summary="...", fig=fig)
+
+    def main(argv=None):
+        repro_main("mod", __doc__, title="...", quick_help="...", measure=measure, argv=argv)
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS_DIR = "results"
 FILES = ("results.json", "results.csv", "plot.png", "summary.md")
+# the reproductions (experiments/repro_<name>.py) in README order: architectures, then decoding, then
+# training transforms
+NAMES = ("mod", "mor", "tokenformer", "softplus", "lexinvariant", "decoding", "training")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,45 +72,19 @@ class Claim:
             raise ValueError(f"Claim.verdict must be one of {verdicts}, got {self.verdict!r}")
 
 
-def repro_args(name: str, doc: str | None, *, quick_help: str) -> argparse.ArgumentParser:
-    """The common command line of a repro script: --quick, --seeds, --out, --workdir.
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What a repro script measured, as `write_results` writes it.
 
-    Parsed args carry `name` (the result's folder name) and `t0` (start time, for the wall time).
+    rows: flat dicts of str / number, one measurement each (results.csv); data: free-form extra
+    numbers (curves, settings) for results.json; fig: the matplotlib figure (plot.png).
     """
-    ap = argparse.ArgumentParser(
-        description=(doc or name).strip().splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=doc,
-    )
-    ap.add_argument("--quick", action="store_true", help=quick_help)
-    ap.add_argument(
-        "--seeds", type=str, default=None, help="comma-separated training seeds (default: the script's)"
-    )
-    ap.add_argument("--out", default=None, help=f"output folder (default {RESULTS_DIR}/{name})")
-    ap.add_argument("--workdir", default=f"runs/repro_{name}", help="checkpoints and logs of the runs")
-    ap.set_defaults(name=name, t0=time.time())
-    return ap
 
-
-def seeds(args: argparse.Namespace, default: Sequence[int]) -> list[int]:
-    """The seeds of `--seeds` (comma-separated), else `default`."""
-    if args.seeds is None:
-        return list(default)
-    try:
-        return [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise SystemExit(f"error: --seeds must be comma-separated integers, got {args.seeds!r}") from None
-
-
-def mean_spread(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation; 0 for one value) of repeated measurements (seeds, draws)."""
-    a = np.asarray(values, np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def diff_over_seeds(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Paired a - b over seeds (same seed = same init and data order) -> (mean, sample sd)."""
-    return mean_spread([x - y for x, y in zip(a, b, strict=True)])
+    rows: list[dict[str, Any]]
+    claims: list[Claim]
+    summary: str
+    fig: Any
+    data: dict[str, Any] | None = None
 
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.0, height: float = 3.6):
@@ -146,22 +125,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_results(
-    args: argparse.Namespace,
-    *,
-    rows: list[dict[str, Any]],
-    claims: list[Claim],
-    summary: str,
-    fig: Any,
-    title: str,
-    data: dict[str, Any] | None = None,
-) -> str:
+def write_results(args: argparse.Namespace, title: str, report: Report) -> str:
     """Writes results/<name>/{results.json, results.csv, plot.png, summary.md} -> the folder.
 
+    `args` are a repro script's parsed command line (`experiments.lib.cli.repro_args`). The report's
     `rows` (flat dicts of str / number) and `data` must hold finite numbers only: a NaN or inf is a
     failed measurement and raises here, before anything is written.
     """
-    rows, data = _plain(rows), _plain(data or {})
+    summary, fig = report.summary, report.fig
+    rows, data = _plain(report.rows), _plain(report.data or {})
     _finite_numbers(rows, "rows")
     _finite_numbers(data, "data")
     if not rows:
@@ -177,7 +149,7 @@ def write_results(
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "wall_s": round(time.time() - args.t0, 1),
         "summary": summary.strip(),
-        "claims": [dataclasses.asdict(c) for c in claims],
+        "claims": [dataclasses.asdict(c) for c in report.claims],
         "rows": rows,
         "data": data,
     }

@@ -1,4 +1,5 @@
-"""Iso-FLOP experiment configs for the adaptive-depth models (MoD / MoR) on the built-in corpus.
+"""The ConfigDicts of the adaptive-depth config files (`experiments/configs/mo[dr]_*.py`, for
+`python -m rocket.train --config ...`): MoD / MoR at equal training FLOPs on the built-in corpus.
 
 Each routed model trains next to a dense baseline of (nearly) the same forward FLOPs per token
 (`flops_per_token`, top-k routing as trained); the remaining gap is closed by scaling the number
