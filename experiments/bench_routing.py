@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rocket.config import ModelConfig
+from rocket.config import ModConfig, ModelConfig, MoRConfig
 from rocket.data import random_batch
 from rocket.decode import generate
 from rocket.models import Transformer, flops_per_token
@@ -45,8 +45,14 @@ def configs(d: int, layers: int, seq: int, dtype: str) -> dict[str, ModelConfig]
     )
     return {
         "dense": ModelConfig(**base),
-        "mod": ModelConfig(**base, block_pattern="dense,mod", mod_capacity=0.125),
-        "mor": ModelConfig(**base, mor_sharing="middle_cycle", mor_recursions=2),
+        "mod": ModelConfig(
+            **base,
+            mod=ModConfig(pattern="dense,mod", capacity=0.125),
+        ),
+        "mor": ModelConfig(
+            **base,
+            mor=MoRConfig(sharing="middle_cycle", recursions=2),
+        ),
     }
 
 

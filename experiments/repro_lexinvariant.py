@@ -57,7 +57,7 @@ def measure(args: argparse.Namespace) -> Report:
     common = dict(steps=steps, seq_len=T, batch_size=8, seed=seed)
     cfgs = {
         "standard": experiment(f"{root}/standard", **common),
-        "lexinvariant": experiment(f"{root}/lexinvariant", embedding="lexinvariant", **common),
+        "lexinvariant": experiment(f"{root}/lexinvariant", embedding=dict(kind="lexinvariant"), **common),
     }
     for cfg in cfgs.values():
         run(cfg)

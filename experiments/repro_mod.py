@@ -41,16 +41,24 @@ from rocket.routing import prd_capacities
 TITLE = "Mixture-of-Depths and p-MoD vs dense at equal training FLOPs"
 QUICK_HELP = "d=64, 150 baseline steps, one seed"
 
-PMOD = dict(n_layers=8, block_pattern="mod", mod_gate="tanhnorm", mod_string=True, router_causal="predictor")
+PMOD = dict(
+    n_layers=8, mod=dict(pattern="mod", gate="tanhnorm", string=True), router=dict(causal="predictor")
+)
 PRD_MEAN = 0.5
 # constant capacity with PRD's average over its 8 layers (dense layers count as capacity 1)
 CONST_CAPACITY = float(np.mean([1.0 if c is None else c for c in prd_capacities(8, PRD_MEAN, 0.85, 0.15)]))
 # the main comparison (dense vs MoD) over every seed; p-MoD's PRD vs constant over the first
 TABLE = (
     FamilyModel("dense_4L", dict(n_layers=4), flops="budget"),
-    FamilyModel("mod_c0.125", dict(n_layers=8, block_pattern="dense,mod", mod_capacity=0.125)),
-    FamilyModel("pmod_prd", dict(PMOD, mod_schedule="prd", mod_capacity=PRD_MEAN), seeds="first"),
-    FamilyModel("pmod_const", dict(PMOD, mod_capacity=round(CONST_CAPACITY, 4)), seeds="first"),
+    FamilyModel(
+        "mod_c0.125",
+        dict(
+            n_layers=8,
+            mod=dict(pattern="dense,mod", capacity=0.125),
+        ),
+    ),
+    FamilyModel("pmod_prd", {**PMOD, "mod.schedule": "prd", "mod.capacity": PRD_MEAN}, seeds="first"),
+    FamilyModel("pmod_const", {**PMOD, "mod.capacity": round(CONST_CAPACITY, 4)}, seeds="first"),
 )
 REL_TOL = 0.01  # "matches": within 1% of the dense loss (the paper's gains are ~1.5%) or the seed spread
 

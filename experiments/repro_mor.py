@@ -40,11 +40,14 @@ from experiments.lib.stats import diff_over_seeds, mean_spread, signed
 TITLE = "Mixture-of-Recursions vs recursive and vanilla at equal training FLOPs"
 QUICK_HELP = "d=64, 150 vanilla steps, one seed"
 
-STACK = dict(n_layers=6, mor_sharing="middle_cycle", mor_recursions=2)
+STACK = dict(
+    n_layers=6,
+    mor=dict(sharing="middle_cycle", recursions=2),
+)
 TABLE = (
     FamilyModel("vanilla_6L", dict(n_layers=6), flops="budget"),
-    FamilyModel("recursive", dict(STACK, mor_router="none")),
-    FamilyModel("mor_ec2", dict(STACK, mor_router="expert")),
+    FamilyModel("recursive", {**STACK, "mor.router": "none"}),
+    FamilyModel("mor_ec2", {**STACK, "mor.router": "expert"}),
 )
 REL_TOL = 0.01  # "matches": within 1% of the vanilla loss (the paper's gain is 1.1%) or the seed spread
 

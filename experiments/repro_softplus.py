@@ -38,8 +38,12 @@ LENGTHS = (64, 128, 256, 512, 1024)
 EDGES = [0, 64, 128, 256, 512, 1024]  # position buckets at 16x
 TRAINED = {
     "softmax": {},
-    "lssa": dict(attention="softplus"),
-    "lssar3": dict(attention="softplus", softplus_power=3.0),
+    "lssa": dict(
+        attention=dict(kind="softplus"),
+    ),
+    "lssar3": dict(
+        attention=dict(kind="softplus", softplus_power=3.0),
+    ),
 }
 VARIANTS = {  # label -> (trained run, re-weighting power at evaluation)
     "softmax": ("softmax", None),
@@ -75,7 +79,7 @@ def evaluate_seed(root: str, seed: int, steps: int, batches: dict) -> dict[str, 
     params = {name: restore_params(cfg) for name, cfg in cfgs.items()}
     out = {}
     for label, (name, power) in VARIANTS.items():
-        model = replace_model(cfgs[name], softplus_power=power).model
+        model = replace_model(cfgs[name], **{"attention.softplus_power": power}).model
         toks = {n: per_token(model, params[name], batches[n]) for n in LENGTHS}
         out[label] = {
             "by_length": [float(toks[n]["nats"].mean()) for n in LENGTHS],

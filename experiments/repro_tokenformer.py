@@ -41,7 +41,7 @@ from experiments.lib.runs import (
 from experiments.lib.stats import spread
 from rocket.config import ExperimentConfig
 from rocket.models import Transformer, flops_per_token, param_count
-from rocket.models.tokenformer import grow_checkpoint
+from rocket.train.grow import grow_checkpoint
 
 TITLE = "TokenFormer: growth vs training from scratch"
 QUICK_HELP = "S1 = S2 = 100 steps, one seed (full: 300 + 300, seeds 0,1)"
@@ -64,10 +64,10 @@ def max_logit_diff(small: ExperimentConfig, grown: ExperimentConfig, batches: li
 def train_seed(root: str, seed: int, s1: int, s2: int, batches: list[dict]) -> tuple[dict[str, list], float]:
     """The five runs of one seed -> ({run: [(cumulative FLOPs, eval loss)]}, max |logit diff| at growth)."""
     every = max((s1 + s2) // 10, 10)
-    tf = dict(projection="pattention", seed=seed)
-    small = experiment(f"{root}/small", steps=s1, n_param_tokens=N_SMALL, **tf)
+    tf = {"projection.kind": "pattention", "seed": seed}
+    small = experiment(f"{root}/small", steps=s1, **{"projection.param_tokens": N_SMALL}, **tf)
     small = replace_train(small, eval_every=every)
-    big = replace_model(small, n_param_tokens=N_BIG).model
+    big = replace_model(small, **{"projection.param_tokens": N_BIG}).model
     tokens = small.data.batch_size * small.data.seq_len
     f_small, f_big = (tokens * flops_per_token(m, small.data.seq_len) for m in (small.model, big))
     scratch_steps = s2 + round(s1 * f_small / f_big)  # the grown run's total FLOPs
@@ -78,7 +78,7 @@ def train_seed(root: str, seed: int, s1: int, s2: int, batches: list[dict]) -> t
     cont = replace_train(small, steps=s1 + s2, workdir=f"{root}/cont")
     shutil.copytree(f"{root}/small/checkpoints", f"{root}/cont/checkpoints")
     scratch = {
-        name: experiment(f"{root}/{tag}", steps=n, n_param_tokens=N_BIG, **tf)
+        name: experiment(f"{root}/{tag}", steps=n, **{"projection.param_tokens": N_BIG}, **tf)
         for name, tag, n in (
             ("scratch (total)", "scratch_total", scratch_steps),
             ("scratch (extra)", "extra", s2),

@@ -31,7 +31,6 @@ from rocket.train.step import init_state, make_train_step, per_token_loss
 from rocket.train.transforms import LossTransforms, register_transform
 from tests.helpers import assert_cached_decoding_matches, positions_for, tiny_cfg, tiny_model
 
-
 # --- a user's attention kind: softmax attention through jax.nn.dot_product_attention ------------
 TRACED: list[tuple[int, ...]] = []  # the query shapes sdpa_attention was traced with
 

@@ -18,10 +18,19 @@ from experiments.lib.stats import diff_over_seeds, mean_spread, signed
 
 TABLE = (
     FamilyModel("dense", dict(n_layers=4), flops="budget"),
-    FamilyModel("mod", dict(n_layers=8, block_pattern="dense,mod", mod_capacity=0.125)),
+    FamilyModel(
+        "mod",
+        dict(
+            n_layers=8,
+            mod=dict(pattern="dense,mod", capacity=0.125),
+        ),
+    ),
     FamilyModel(
         "mor",
-        dict(n_layers=6, mor_sharing="middle_cycle", mor_recursions=2, mor_router="expert"),
+        dict(
+            n_layers=6,
+            mor=dict(sharing="middle_cycle", recursions=2, router="expert"),
+        ),
         seeds="first",
     ),
 )

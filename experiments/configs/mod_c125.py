@@ -10,5 +10,8 @@ from experiments.lib.iso_flop_configs import routing_experiment
 
 def get_config():
     return routing_experiment(
-        "mod_c125", baseline_layers=4, n_layers=8, block_pattern="dense,mod", mod_capacity=0.125
+        "mod_c125",
+        baseline_layers=4,
+        n_layers=8,
+        mod=dict(pattern="dense,mod", capacity=0.125),
     )

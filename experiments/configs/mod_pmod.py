@@ -13,10 +13,6 @@ def get_config():
         "mod_pmod",
         baseline_layers=4,
         n_layers=8,
-        block_pattern="mod",
-        mod_schedule="prd",
-        mod_capacity=0.5,
-        mod_gate="tanhnorm",
-        mod_string=True,
-        router_causal="predictor",
+        mod=dict(pattern="mod", schedule="prd", capacity=0.5, gate="tanhnorm", string=True),
+        router=dict(causal="predictor"),
     )

@@ -13,7 +13,5 @@ def get_config():
         "mor_ec2",
         baseline_layers=5,
         n_layers=6,
-        mor_sharing="middle_cycle",
-        mor_recursions=2,
-        mor_router="expert",
+        mor=dict(sharing="middle_cycle", recursions=2, router="expert"),
     )

@@ -12,7 +12,5 @@ def get_config():
         "mor_recursive",
         baseline_layers=5,
         n_layers=6,
-        mor_sharing="middle_cycle",
-        mor_recursions=2,
-        mor_router="none",
+        mor=dict(sharing="middle_cycle", recursions=2, router="none"),
     )

@@ -40,8 +40,8 @@ from rocket.decode import (
     modelled_speedup,
     prefill,
 )
-from rocket.generate import load_run
 from rocket.train.loop import train
+from rocket.train.restore import restore_run
 
 PROMPTS = [
     "def __init__(self, ",
@@ -76,7 +76,8 @@ def train_or_load(root: str, name: str, layers: int, steps: int) -> tuple[ModelS
     t0 = time.time()
     bpb = float(train(cfg)["eval_bits_per_byte"])  # resumes: a finished run only reloads
     print(f"{name}: {layers} layers, eval bits/byte {bpb:.3f} ({time.time() - t0:.0f}s)", flush=True)
-    model, tokenizer, _ = load_run(os.path.join(root, name))
+    run = restore_run(os.path.join(root, name))
+    model, tokenizer = ModelStep(run.model, {"params": run.params}), run.tokenizer()
     return model, tokenizer, bpb
 
 

@@ -19,6 +19,7 @@ from rocket.config import (
     ModelConfig,
     OptimConfig,
     TrainConfig,
+    override,
     to_config_dict,
 )
 from rocket.models import flops_per_token
@@ -29,8 +30,9 @@ SHAPE = dict(vocab_size=258, d_model=128, n_heads=4, n_kv_heads=2, max_seq_len=S
 
 
 def routing_experiment(name: str, baseline_layers: int, **model: object):
-    """ConfigDict of `name`: ModelConfig(**SHAPE, **model), trained for the baseline's total FLOPs."""
-    cfg = ModelConfig(**SHAPE, **model)
+    """ConfigDict of `name`: SHAPE changed by `model` (`rocket.config.override`), trained for the
+    baseline's total FLOPs."""
+    cfg = override(ModelConfig(**SHAPE), model)
     baseline = ModelConfig(**SHAPE, n_layers=baseline_layers)
     steps = round(BASE_STEPS * flops_per_token(baseline, SEQ_LEN) / flops_per_token(cfg, SEQ_LEN))
     return to_config_dict(

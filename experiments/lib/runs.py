@@ -11,9 +11,9 @@ from typing import Any
 
 import jax
 
-from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
-from rocket.train.checkpoint import Checkpointer
-from rocket.train.loop import Trainer, train
+from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig, override
+from rocket.train.loop import train
+from rocket.train.restore import restore_run
 from rocket.utils import enable_compilation_cache
 
 
@@ -28,11 +28,11 @@ def experiment(
     eval_batches: int = 8,
     **model: Any,
 ) -> ExperimentConfig:
-    """A byte-level run on the stdlib corpus: d=64, 2 layers unless `model` overrides."""
-    model = {"vocab_size": 258, "d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, **model}
-    model.setdefault("max_seq_len", seq_len)
+    """A byte-level run on the stdlib corpus: d=64, 2 layers unless `model` changes it (applied by
+    `rocket.config.override`: dotted paths such as `**{"mod.capacity": 0.5}` or section dicts)."""
+    base = ModelConfig(vocab_size=258, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=seq_len)
     return ExperimentConfig(
-        model=ModelConfig(**model),
+        model=override(base, model),
         data=DataConfig(seq_len=seq_len, batch_size=batch_size, eval_batches=eval_batches),
         optim=OptimConfig(lr=lr, warmup_steps=min(30, steps // 10), schedule="cosine"),
         train=TrainConfig(
@@ -78,15 +78,12 @@ def logged(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, float]
 
 
 def restore_params(cfg: ExperimentConfig) -> Any:
-    """The parameters of the latest checkpoint of the run `cfg`."""
-    ckpt = Checkpointer(os.path.join(cfg.train.workdir, "checkpoints"), read_only=True)
-    state, _, _ = ckpt.restore(None, Trainer.build(cfg).abstract_state())
-    ckpt.close()
-    return jax.device_get(state.params)
+    """The parameters of the latest checkpoint of the run `cfg` (on the host)."""
+    return jax.device_get(restore_run(cfg.train.workdir).params)
 
 
 def replace_model(cfg: ExperimentConfig, **model: Any) -> ExperimentConfig:
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model))
+    return dataclasses.replace(cfg, model=override(cfg.model, model))
 
 
 def replace_train(cfg: ExperimentConfig, **train: Any) -> ExperimentConfig:
