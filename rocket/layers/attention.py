@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.cache import LayerCache
+from rocket.layers.cache import LayerCache
 from rocket.layers.init import kernel_init
 from rocket.layers.kernels import pallas_attention, pallas_cached_attention, resolve_impl
 from rocket.layers.pattention import Pattention, PattentionSpec

@@ -26,7 +26,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.cache import LayerCache
+from rocket.layers.cache import LayerCache
 
 IMPLS = ("xla", "pallas", "auto")
 _log = logging.getLogger(__name__)
