@@ -31,12 +31,12 @@ import numpy as np
 from experiments.lib.decode_models import CTX, trained_model
 from rocket.data import prepare_corpus
 from rocket.decode import ModelStep, SamplerConfig, generate
-from rocket.decode.awrs import AWRSDecode, ess
-from rocket.decode.byte_probs import ByteLM, ensemble_next_byte_probs, rocket_next_token_logprobs
-from rocket.decode.contrastive import ContrastiveSearch
-from rocket.decode.momentum import MomentumDecoding
-from rocket.decode.regex_dfa import compile_regex, token_dfa
-from rocket.decode.streaming import StreamPolicy, stream_logits
+from rocket.decode.methods.awrs import AWRSDecode, ess
+from rocket.decode.methods.contrastive import ContrastiveSearch
+from rocket.decode.methods.momentum import MomentumDecoding
+from rocket.decode.methods.streaming import StreamPolicy, stream_logits
+from rocket.decode.tools.byte_probs import ByteLM, ensemble_next_byte_probs, rocket_next_token_logprobs
+from rocket.decode.tools.regex_dfa import compile_regex, token_dfa
 from rocket.utils import enable_compilation_cache
 
 

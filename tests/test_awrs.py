@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rocket.decode.awrs import DFATables, awrs_step, ess, resample
-from rocket.decode.regex_dfa import compile_regex, token_dfa
+from rocket.decode.methods.awrs import DFATables, awrs_step, ess, resample
+from rocket.decode.tools.regex_dfa import compile_regex, token_dfa
 from tests.decode_toys import chi_square_pvalue, critical_value, noncentrality
 
 PATTERNS = [r"ab*c", r"(a|bc)+", r"\d{2,3}-x?", r"[a-c]{2}", r"[^a]*b", r"(ab|a)(c|bc)", r"a{3}|(b|c){0,2}"]
@@ -167,7 +167,7 @@ def test_resampling_follows_the_weights():
 def test_awrs_engine_method_generates_only_viable_prefixes():
     from rocket.data.tokenizers import ByteTokenizer
     from rocket.decode import ModelStep, SamplerConfig, generate
-    from rocket.decode.awrs import AWRSDecode
+    from rocket.decode.methods.awrs import AWRSDecode
     from tests.helpers import tiny_model
 
     tok = ByteTokenizer()

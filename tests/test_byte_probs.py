@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rocket.data.tokenizers import ByteTokenizer
-from rocket.decode.byte_probs import (
+from rocket.decode.tools.byte_probs import (
     ByteLM,
     ensemble_next_byte_probs,
     rocket_next_token_logprobs,

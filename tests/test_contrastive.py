@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rocket.decode import ModelStep, generate
-from rocket.decode.contrastive import ContrastiveSearch, degeneration_penalty
 from rocket.decode.engine import Ctx
+from rocket.decode.methods.contrastive import ContrastiveSearch, degeneration_penalty
 from rocket.decode.sampling import SamplerConfig
 from tests.helpers import positions_for, tiny_model
 

@@ -18,7 +18,7 @@ from rocket.decode import (
     sample,
     warp,
 )
-from rocket.decode.cache import KVBlock
+from rocket.layers.cache import KVBlock
 from tests.helpers import positions_for, tiny_model
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rocket.decode import ModelStep, generate
-from rocket.decode.momentum import MomentumDecoding, repeat_length
+from rocket.decode.methods.momentum import MomentumDecoding, repeat_length
 from tests.helpers import tiny_model
 
 

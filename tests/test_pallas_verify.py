@@ -9,7 +9,7 @@ import pytest
 
 from pallas_kernels.verify_attention import verify_attention, verify_reference
 from rocket.config import AttentionConfig, ConfigError, ModelConfig, override
-from rocket.decode.cache import KVBlock, commit_block, init_cache
+from rocket.layers.cache import KVBlock, commit_block, init_cache
 from rocket.layers.kernels import resolve_impl
 from rocket.models import Transformer
 from tests._pallas_helpers import assert_matches

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rocket.decode import ModelStep, commit_block, generate, init_cache
-from rocket.decode.streaming import StreamingAR, StreamPolicy, new_stream, stream_logits
+from rocket.decode.methods.streaming import StreamingAR, StreamPolicy, new_stream, stream_logits
 from tests.helpers import positions_for, tiny_model
 
 S_SINKS, WINDOW = 3, 6

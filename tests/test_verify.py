@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rocket.decode.speculative import propose
-from rocket.decode.token_recycling import TEMPLATE_2_2_2
+from rocket.decode.methods.speculative import propose
+from rocket.decode.methods.token_recycling import TEMPLATE_2_2_2
 from rocket.decode.trees import ancestors, children, last_occurrence, template_tree
 from rocket.decode.verify import draw_noise, greedy_tree, kseq_rho, verify_node
 

@@ -1,8 +1,8 @@
 """Modelled decoding speed from hardware-independent call counts and measured per-call costs.
 
-decoding.md section 1.8: on a CPU a (gamma + 1)- or N-token verify costs noticeably more than a
-1-token step (little parallel slack), so measured tokens/s understate what a method gains where a
-verify block is nearly free (a memory-bound accelerator). The benchmark therefore also reports
+On a CPU a (gamma + 1)- or N-token verify costs noticeably more than a 1-token step (little
+parallel slack), so measured tokens/s understate what a method gains where a verify block is nearly
+free (a memory-bound accelerator). The benchmark therefore also reports
 
     time / token = (target_calls * t_target(w) + draft_calls * t_draft) / emitted tokens
     speedup      = t_target(1) / (time / token)     (AR: one 1-token target call per token)
@@ -25,7 +25,7 @@ import numpy as np
 def call_widths(method: Any) -> tuple[int, tuple[int, ...]]:
     """(target verify width, widths of one round's draft calls) for a method of the engine.
 
-    A draft-model method (`rocket.decode.speculative`, levels of `widths` nodes) first feeds the
+    A draft-model method (`rocket.decode.methods.speculative`, levels of `widths` nodes) first feeds the
     draft its 2-token pending block, then one tree-masked call on levels 1..d for d < depth; every
     other method calls only the target, once per round on `block_width` tokens.
     """

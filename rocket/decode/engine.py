@@ -1,8 +1,8 @@
 """The decoding engine: one `lax.while_loop` that every decoding method plugs into.
 
-(shared/research/decoding.md sections 1.1-1.4.) The engine owns what all methods share: the output
-buffer, per-row progress, EOS handling, the per-round RNG key and the stats. A method owns its
-caches and drafting/verification and is a `round_fn`:
+The engine owns what all methods share: the output buffer, per-row progress, EOS handling, the
+per-round RNG key and the stats. A method owns its caches and drafting/verification and is a
+`round_fn`:
 
     state = method.init(ctx, prompt[B, P], prompt_len[B], key, carry)     # prefill, method state
     out = method.round(ctx, state, key_round, active[B])                  # one round -> RoundOut
@@ -18,37 +18,36 @@ Conventions every method follows (so methods compose with the shared prefill):
     of the first round, at logical position prompt_len - 1. Every round starts from the pending
     token (the last emitted token, not yet in the target cache) at position `pos[b]`, feeds it
     through the target together with any drafts, commits what it accepts and leaves its final
-    (correction / bonus) token pending. Target calls per round = 1 for every method here.
+    (correction / bonus) token pending. Target calls per round = 1 for every built-in method.
   * Round keys are `fold_in(key, round)`; a method splits its own keys from it, so no uniform is
-    ever reused across rounds (spec 1.3).
+    ever reused across rounds.
 
-Adding a method: write a frozen (hashable) dataclass with `emit_width`, `block_width` (the largest
-in-flight block a call feeds, for the capacity check), `init`, `round` and `carry` as in
-`rocket.decode.autoregressive.Autoregressive` (the smallest example), and pass an instance as
-`rocket.decode.generate(method=...)`. Use `ctx.target(...)` / `ctx.draft(...)` for model calls
-and `rocket.decode.verify` for acceptance rules.
+Adding a method: subclass `Method` with a frozen (hashable) dataclass defining `emit_width`,
+`block_width` (the largest in-flight block a call feeds, for the capacity check), `init`, `round`
+and `carry` as in `rocket.decode.methods.autoregressive.Autoregressive` (the smallest example), then
+pass an instance as `rocket.decode.generate(method=...)` or register it under a name with
+`rocket.decode.register_method`. Use `ctx.target(...)` / `ctx.draft(...)` for model calls (models
+satisfy `rocket.decode.protocol.DecodableModel`) and `rocket.decode.verify` for acceptance rules.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.cache import Cache, KVBlock, commit_block, init_cache
+from rocket.decode.protocol import DecodableModel, DecodeSpec
 from rocket.decode.sampling import SamplerConfig
+from rocket.layers.cache import Cache, KVBlock, commit_block
 
 
-def new_cache(model: nn.Module, batch: int, max_len: int) -> Cache:
-    """An empty cache for `model` (its `cfg.cache_layers` K/V layers) with max_len slots per row."""
-    cfg = model.cfg
-    return init_cache(
-        cfg.cache_layers, batch, max_len, cfg.n_kv_heads, cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
-    )
+def new_cache(model: DecodableModel, batch: int, max_len: int) -> Cache:
+    """An empty cache for `model` (its `cache_layers` K/V layers) with max_len slots per row."""
+    return DecodeSpec.of(model).new_cache(batch, max_len)
 
 
 @flax.struct.dataclass
@@ -61,15 +60,15 @@ class StepOut:
 
 @flax.struct.dataclass
 class ModelStep:
-    """A rocket model bound to its variables and extra apply kwargs: the engine's model interface.
+    """A model bound to its variables and extra apply kwargs: the engine's model interface.
 
     `kwargs` are passed to every call (e.g. `{"rngs": {"sample": key}}` for models with per-sequence
     randomness, fixed for a whole generation); `routing` is "causal" for decoding (MoD/MoR decide
-    per token, so a T-token block equals T one-token steps). Any module with the rocket model
-    signature works, as target or draft.
+    per token, so a T-token block equals T one-token steps). Any `DecodableModel` works, as target
+    or draft; its sizes are read through `spec` only.
     """
 
-    module: nn.Module = flax.struct.field(pytree_node=False)
+    module: DecodableModel = flax.struct.field(pytree_node=False)
     variables: Any  # {"params": ...}
     kwargs: dict = dataclasses.field(default_factory=dict)
     routing: str = flax.struct.field(pytree_node=False, default="causal")
@@ -93,12 +92,20 @@ class ModelStep:
         )
         return StepOut(logits.astype(jnp.float32), aux["hidden"], aux["new_kv"], aux)
 
-    def new_cache(self, batch: int, max_len: int) -> Cache:
-        return new_cache(self.module, batch, max_len)
+    @property
+    def spec(self) -> DecodeSpec:
+        return DecodeSpec.of(self.module)
 
     @property
     def vocab_size(self) -> int:
-        return self.module.cfg.vocab_size
+        return self.spec.vocab_size
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.spec.max_seq_len
+
+    def new_cache(self, batch: int, max_len: int) -> Cache:
+        return self.spec.new_cache(batch, max_len)
 
 
 @flax.struct.dataclass
@@ -148,23 +155,35 @@ class Ctx:
     max_len: int = flax.struct.field(pytree_node=False)  # cache slots per row
 
 
+@runtime_checkable
 class Method(Protocol):
-    """A decoding method (a hashable, frozen dataclass: it is a static argument of jit)."""
+    """A decoding method: a hashable, frozen dataclass (it is a static argument of jit).
 
-    needs_draft: bool
+    Every attribute the engine reads is declared here; subclass `Method` to inherit the defaults of
+    the two flags (a class that only matches the protocol structurally must define them itself).
+    """
+
+    needs_draft: ClassVar[bool] = False  # the method calls `ctx.draft`: generate() requires one
+    # positions stay within the method's own cache (streaming): the max_seq_len check is skipped
+    rebases_positions: ClassVar[bool] = False
 
     @property
+    @abc.abstractmethod
     def emit_width(self) -> int: ...  # most tokens one round emits
 
     @property
+    @abc.abstractmethod
     def block_width(self) -> int: ...  # most tokens one model call feeds
 
+    @abc.abstractmethod
     def init(
         self, ctx: Ctx, prompt_bp: jax.Array, prompt_len_b: jax.Array, key: jax.Array, carry: Any
     ) -> Any: ...
 
+    @abc.abstractmethod
     def round(self, ctx: Ctx, state: Any, key: jax.Array, active_b: jax.Array) -> RoundOut: ...
 
+    @abc.abstractmethod
     def carry(self, state: Any) -> Any: ...
 
 
@@ -269,19 +288,17 @@ def check_capacity_for(method: Method, ctx: Ctx, prompt_width: int, max_new_toke
             "allocate a larger cache (max_len) or generate fewer tokens"
         )
     for name, m in (("target", ctx.target), ("draft", ctx.draft)):
-        if m is None:
+        if m is None or method.rebases_positions:
             continue
-        if getattr(method, "rebases_positions", False):  # streaming: positions stay within its cache
-            break
-        if prompt_width + max_new_tokens > m.module.cfg.max_seq_len:
+        if prompt_width + max_new_tokens > m.max_seq_len:
             raise ValueError(
                 f"prompt width {prompt_width} + max_new_tokens {max_new_tokens} exceeds the {name} "
-                f"model's max_seq_len {m.module.cfg.max_seq_len}"
+                f"model's max_seq_len {m.max_seq_len}"
             )
-        if method.block_width > m.module.cfg.max_seq_len:
+        if method.block_width > m.max_seq_len:
             raise ValueError(
                 f"{type(method).__name__} feeds blocks of {method.block_width} tokens, more than the {name} "
-                f"model's max_seq_len {m.module.cfg.max_seq_len}; use a smaller tree"
+                f"model's max_seq_len {m.max_seq_len}; use a smaller tree"
             )
     if ctx.draft is not None and ctx.draft.vocab_size != ctx.target.vocab_size:
         raise ValueError(

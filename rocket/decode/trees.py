@@ -1,4 +1,4 @@
-"""Token trees for speculative decoding (decoding.md section 1.5).
+"""Token trees for speculative decoding.
 
 A tree of N nodes per row, node 0 = the root (the pending last token), nodes in level order (a
 parent always precedes its children, as the in-block causal mask requires):

@@ -1,4 +1,4 @@
-"""The acceptance rules of lossless speculative decoding, as one library (decoding.md section 1.6).
+"""The acceptance rules of lossless speculative decoding, as one library.
 
 Notation: p = warped target distribution at a node, q = the distribution the draft candidates were
 drawn from (warped draft), candidates c_1..c_m = the node's children in proposal order.
@@ -18,9 +18,9 @@ Node kernels (`verify_node(rule, ...)`, one [V] row, vmap for batches):
                          p_res ∝ p - min(q, p / rho*) (1 - (1 - beta)^k) / beta.
 
 If no candidate is accepted the node emits a sample of the final residual (with no candidates:
-of p itself, the bonus token). Proof of exactness for the first three (spec 1.6, by induction on
-stages): P(emit x at stage j) = min(s_j, r_j)(x) and the law after a rejection is r_{j+1}; the
-number of candidates m must be a stopping time of the candidate sequence. Acceptance is tested as
+of p itself, the bonus token). Proof of exactness for the first three, by induction on stages:
+P(emit x at stage j) = min(s_j, r_j)(x) and the law after a rejection is r_{j+1}; the number of
+candidates m must be a stopping time of the candidate sequence. Acceptance is tested as
 `u * s(c) <= r(c)` (no division). A residual with mass < 1e-12 (p == q up to rounding) falls back
 to r.
 

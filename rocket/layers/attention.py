@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from rocket.config.kinds import ATTENTION_KINDS
-from rocket.decode.cache import LayerCache
+from rocket.layers.cache import LayerCache
 from rocket.layers.init import kernel_init
 from rocket.layers.kernels import pallas_attention, pallas_cached_attention, resolve_impl
 from rocket.layers.rope import apply_rope

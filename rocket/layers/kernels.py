@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from rocket.config.kinds import ATTENTION_IMPLS as IMPLS
-from rocket.decode.cache import LayerCache
+from rocket.layers.cache import LayerCache
 
 _log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from rocket.config import ModelConfig
-from rocket.decode.cache import LayerCache
+from rocket.layers.cache import LayerCache
 from rocket.routing import (
     Predictor,
     Router,

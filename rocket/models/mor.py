@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from rocket.config import ModelConfig
-from rocket.decode.cache import Cache
+from rocket.layers.cache import Cache
 from rocket.models.mod import causal_logits, scatter_kv
 from rocket.routing import (
     Router,

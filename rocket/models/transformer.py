@@ -17,7 +17,7 @@ Signature shared by every rocket model (docs/architecture.md, "The model call"):
 
 `aux["hidden"]` is the final normalised hidden state [B, T, D] (what the LM head reads; used by
 contrastive search and drafters). With a cache, `aux["new_kv"]` is the block's `KVBlock`: the cache
-is read, never written; commit with `rocket.decode.cache.commit_block`.
+is read, never written; commit with `rocket.layers.cache.commit_block`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from rocket.config import ModelConfig
-from rocket.decode.cache import Cache, KVBlock, LayerCache
 from rocket.layers import Attention, RMSNorm, make_block_mask
+from rocket.layers.cache import Cache, KVBlock, LayerCache
 from rocket.layers.init import kernel_init
 from rocket.models.kinds import attention_kinds, make_embed, make_mlp
 from rocket.models.mod import MoDBlock

@@ -1,4 +1,4 @@
-"""The one KV cache every rocket decoder shares (see shared/research/decoding.md section 1.2).
+"""The one KV cache every rocket decoder shares (models read it, `rocket.decode` commits to it).
 
 Layout (L layers, B rows, S_max slots, H_kv heads, D_h head width):
 
@@ -57,8 +57,8 @@ class LayerCache:
     v: jax.Array  # [B, S_max, H_kv, D_h]
     slot_pos: jax.Array  # [B, S_max]
     length: jax.Array  # [B]
-    # Streaming caches (rocket.decode.streaming) store keys before RoPE and rotate them at read time
-    # by slot_pos, which then holds cache-relative positions. False: keys are stored rotated.
+    # Streaming caches (rocket.decode.methods.streaming) store keys before RoPE and rotate them at
+    # read time by slot_pos, which then holds cache-relative positions. False: keys are stored rotated.
     rope_at_read: bool = flax.struct.field(pytree_node=False, default=False)
 
     def visible(self, q_pos_bt: jax.Array) -> jax.Array:

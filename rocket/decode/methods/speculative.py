@@ -1,6 +1,6 @@
 """Speculative sampling with a draft model: chains and token trees, static or dynamic (DySpec).
 
-One round (decoding.md 2.1, 2.3, 2.4):
+One round:
   1. The draft ingests its pending tokens (1 or 2, a static 2-token block) and gives q at the root.
   2. The tree grows level by level: level d's nodes are drawn from q at level d - 1's nodes, then
      (for d < D) one draft call on levels 1..d with the tree's ancestor mask gives their q. So a
@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rocket.decode.cache import Cache, commit_block, commit_path
-from rocket.decode.engine import Ctx, RoundOut, Stats, last_prompt_token, prefill
+from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import SamplerConfig, warp
 from rocket.decode.trees import ancestors, children, level_depths
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
+from rocket.layers.cache import Cache, commit_block, commit_path
 
 
 @flax.struct.dataclass
@@ -81,7 +81,7 @@ def propose(key: jax.Array, q_bwv: jax.Array, m: int, mode: str) -> tuple[jax.Ar
     return tok.astype(jnp.int32), jnp.isfinite(scores)
 
 
-class _DraftTree:
+class _DraftTree(Method):
     """Shared init/round of draft-model tree methods; subclasses define `widths`, `expand`, `mode`."""
 
     needs_draft: ClassVar[bool] = True

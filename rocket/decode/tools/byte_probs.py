@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rocket.data.tokenizers import Tokenizer
+from rocket.decode.protocol import DecodableModel, DecodeSpec
 
 Tokens = tuple[int, ...]
 # Given contexts (token tuples, no BOS), log p(next token | context) for each: float64 [N, V].
@@ -177,10 +178,11 @@ def ensemble_next_byte_probs(
 
 
 def rocket_next_token_logprobs(
-    model: Any, params: Any, bos_id: int, *, bucket: int = 64, batch: int = 16
+    model: DecodableModel, params: Any, bos_id: int, *, bucket: int = 64, batch: int = 16
 ) -> NextTokenLogprobs:
     """Adapts a rocket model: the context is fed after BOS, right padded to a multiple of `bucket`
     (few compiles), `batch` contexts per forward; returns log_softmax of the last real position."""
+    max_seq_len = DecodeSpec.of(model).max_seq_len
 
     @jax.jit
     def forward(tokens_bt: jax.Array, last_b: jax.Array) -> jax.Array:
@@ -195,8 +197,8 @@ def rocket_next_token_logprobs(
         for s in range(0, len(contexts), batch):
             chunk = contexts[s : s + batch]
             t = bucket * -(-(max(len(c) for c in chunk) + 1) // bucket)
-            if t > model.cfg.max_seq_len:
-                raise ValueError(f"context of {t - 1} tokens exceeds max_seq_len {model.cfg.max_seq_len}")
+            if t > max_seq_len:
+                raise ValueError(f"context of {t - 1} tokens exceeds max_seq_len {max_seq_len}")
             tokens = np.zeros((batch, t), np.int32)
             last = np.zeros((batch,), np.int32)
             for r, c in enumerate(chunk):

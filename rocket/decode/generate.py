@@ -1,4 +1,4 @@
-"""`generate(method=...)`: every decoding method behind one jit-able function.
+"""`generate(method=...)`: every decoding method behind one jit-compiled function, and `decode_stats`.
 
     out = generate(ModelStep(model, {"params": params}), prompt[B, P], prompt_len[B], key,
                    method="speculative", draft=ModelStep(draft_model, {"params": dparams}),
@@ -6,7 +6,7 @@
     out.tokens[B, 64], out.n_tokens[B], out.stats (target/draft calls, drafted, accepted)
 
 `method` is a method instance (a frozen dataclass, e.g. `Speculative(branching=(1, 1, 1, 1))`) or
-one of the names in `METHODS` (their default configurations).
+one of the names in `METHODS` (their default configurations, or methods added by `register_method`).
 """
 
 from __future__ import annotations
@@ -16,40 +16,11 @@ from typing import Any
 
 import jax
 
-from rocket.decode.autoregressive import Autoregressive
-from rocket.decode.contrastive import ContrastiveSearch
 from rocket.decode.engine import Ctx, DecodeOutput, Method, ModelStep, run
-from rocket.decode.momentum import MomentumDecoding
+from rocket.decode.methods import resolve_method
 from rocket.decode.sampling import SamplerConfig
-from rocket.decode.speculative import DySpec, Speculative
-from rocket.decode.streaming import StreamingAR
-from rocket.decode.token_recycling import TokenRecycling
-
-METHODS: dict[str, Method] = {
-    "ar": Autoregressive(),
-    "speculative": Speculative(branching=(1, 1, 1, 1)),  # chain, gamma = 4
-    "tree": Speculative(branching=(3, 2, 1)),  # i.i.d. siblings (SpecInfer), kernel 2
-    "spectr": Speculative(branching=(3, 2, 1), kseq=True),  # i.i.d. siblings, SpecTr K-SEQ
-    "rsd": Speculative(branching=(3, 2, 1), sampling="without_replacement"),  # RSD-C
-    "dyspec": DySpec(),
-    "token_recycling": TokenRecycling(),
-    "contrastive": ContrastiveSearch(),  # k = 4, alpha = 0.6
-    "momentum": MomentumDecoding(),
-    "streaming": StreamingAR(),  # attention sinks + rolling window (StreamingLLM defaults)
-}
 
 
-def resolve_method(method: str | Method) -> Method:
-    if isinstance(method, str):
-        if method not in METHODS:
-            raise ValueError(f"unknown decoding method {method!r}; known: {sorted(METHODS)}")
-        return METHODS[method]
-    return method
-
-
-@functools.partial(
-    jax.jit, static_argnames=("method", "max_new_tokens", "sampler", "draft_sampler", "eos_id", "max_len")
-)
 def generate(
     target: ModelStep,
     prompt_bp: jax.Array,
@@ -71,15 +42,48 @@ def generate(
     (default: `sampler`) warps the draft. `max_len` is the KV cache size per row (default: exactly
     enough: P + max_new_tokens + the method's block). `carry` seeds a method's carried state (Token
     Recycling: the adjacency matrix from a previous call, "hot start"); `out.carry` returns it.
+    A method name is resolved before compiling, so re-registering a name never reuses a stale trace.
     """
-    method = resolve_method(method)
-    width = method.block_width
+    return _generate(
+        target,
+        prompt_bp,
+        prompt_len_b,
+        key,
+        max_new_tokens=max_new_tokens,
+        method=resolve_method(method),
+        sampler=sampler,
+        draft=draft,
+        draft_sampler=draft_sampler,
+        eos_id=eos_id,
+        max_len=max_len,
+        carry=carry,
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("method", "max_new_tokens", "sampler", "draft_sampler", "eos_id", "max_len")
+)
+def _generate(
+    target: ModelStep,
+    prompt_bp: jax.Array,
+    prompt_len_b: jax.Array,
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    method: Method,
+    sampler: SamplerConfig,
+    draft: ModelStep | None,
+    draft_sampler: SamplerConfig | None,
+    eos_id: int | None,
+    max_len: int | None,
+    carry: Any,
+) -> DecodeOutput:
     ctx = Ctx(
         target=target,
         draft=draft,
         sampler=sampler,
         draft_sampler=sampler if draft_sampler is None else draft_sampler,
-        max_len=prompt_bp.shape[1] + max_new_tokens + width if max_len is None else max_len,
+        max_len=prompt_bp.shape[1] + max_new_tokens + method.block_width if max_len is None else max_len,
     )
     return run(
         method, ctx, prompt_bp, prompt_len_b, key, max_new_tokens=max_new_tokens, eos_id=eos_id, carry=carry

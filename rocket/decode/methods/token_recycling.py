@@ -1,7 +1,7 @@
 """Token Recycling (Luo et al., "Turning Trash into Treasure", arXiv 2408.08696, ACL 2025).
 
 No draft model: an adjacency matrix M[V, k] holds, for every token v, the top-k next tokens the
-target predicted the last time it processed v. A round (decoding.md 2.6):
+target predicted the last time it processed v. A round:
   1. Retrieval (static tree BFS): tok[0] = pending token; a node reached by rank path (r_1..r_d)
      takes tok = M[tok[parent], r_d]. The default template is the paper's "2.2.2" (80 nodes + root,
      depth 6; higher-ranked candidates get more children and deeper subtrees).
@@ -18,18 +18,18 @@ logits (as smpanaro/token-recycling does). M is per row ([B, V, k]) so rows stay
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rocket.decode.cache import Cache, commit_path
-from rocket.decode.engine import Ctx, RoundOut, Stats, last_prompt_token, prefill
+from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import warp
 from rocket.decode.trees import children, last_occurrence, template_tree
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
+from rocket.layers.cache import Cache, commit_path
 
 # The paper's "2.2.2" template: rank paths per depth (8, 21, 25, 15, 8, 3 nodes at depths 1..6).
 TEMPLATE_2_2_2: tuple[tuple[int, ...], ...] = (
@@ -67,12 +67,10 @@ def update_adjacency(
 
 
 @dataclasses.dataclass(frozen=True)
-class TokenRecycling:
+class TokenRecycling(Method):
     template: tuple[tuple[int, ...], ...] = TEMPLATE_2_2_2
     k: int = 8  # candidates kept per token (the paper's --output-id-topk)
     seed_from_prompt: bool = True
-
-    needs_draft: ClassVar[bool] = False
 
     def __post_init__(self):
         template_tree(self.template)  # validates the paths

@@ -1,6 +1,6 @@
 """Plain autoregressive decoding as an engine method: one 1-token target call per emitted token.
 
-The smallest `round_fn` (see `rocket.decode.engine`): feed the pending token at its position,
+The smallest `Method` (see `rocket.decode.engine`): feed the pending token at its position,
 commit its K/V, sample the next token from the warped target (or argmax), which becomes pending.
 """
 
@@ -13,9 +13,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.cache import Cache, commit_block
-from rocket.decode.engine import Ctx, RoundOut, Stats, last_prompt_token, prefill
+from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import sample
+from rocket.layers.cache import Cache, commit_block
 
 
 @flax.struct.dataclass
@@ -26,8 +26,7 @@ class ARState:
 
 
 @dataclasses.dataclass(frozen=True)
-class Autoregressive:
-    needs_draft: ClassVar[bool] = False
+class Autoregressive(Method):
     emit_width: ClassVar[int] = 1
     block_width: ClassVar[int] = 1
 

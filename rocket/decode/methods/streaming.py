@@ -31,9 +31,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.cache import Cache, KVBlock, init_cache
-from rocket.decode.engine import Ctx, ModelStep, RoundOut, Stats, StepOut, last_prompt_token
+from rocket.decode.engine import Ctx, Method, ModelStep, RoundOut, Stats, StepOut, last_prompt_token
 from rocket.decode.sampling import sample
+from rocket.layers.cache import Cache, KVBlock
 
 POLICIES = ("sinks", "lm_infinite")
 
@@ -74,10 +74,7 @@ class StreamState:
 
 
 def new_stream(model: ModelStep, batch: int, policy: StreamPolicy) -> StreamState:
-    cfg = model.module.cfg
-    cache = init_cache(
-        cfg.cache_layers, batch, policy.size, cfg.n_kv_heads, cfg.resolved_head_dim, jnp.dtype(cfg.dtype)
-    )
+    cache = model.new_cache(batch, policy.size)
     return StreamState(cache.replace(rope_at_read=True), jnp.zeros((batch,), jnp.int32))
 
 
@@ -154,7 +151,7 @@ def stream_logits(model: ModelStep, tokens_bn: jax.Array, policy: StreamPolicy, 
 
 
 @dataclasses.dataclass(frozen=True)
-class StreamingAR:
+class StreamingAR(Method):
     """Autoregressive decoding on a streaming cache (an engine method; memory O(n_sinks + window)).
 
     Generation can run past the model's training length: positions never exceed the cache size.
@@ -163,7 +160,6 @@ class StreamingAR:
     """
 
     stream: StreamPolicy = StreamPolicy()
-    needs_draft: ClassVar[bool] = False
     emit_width: ClassVar[int] = 1
     block_width: ClassVar[int] = 1
     rebases_positions: ClassVar[bool] = True  # the engine skips its max_seq_len check

@@ -7,9 +7,9 @@ state is reachable are merged into one absorbing `dead` state, so
 
     allowed(state, token)  <=>  next_sv[state, token] != dead        (the prefix can still match)
 
-and checking a sampled token is one gather (AWRS, `rocket.decode.awrs`). Zero-byte tokens (pad, BOS,
-specials) lead to `dead`; the optional `eos_id` is allowed exactly in accepting states (it keeps the
-state, so `accepting[next]` still holds after it).
+and checking a sampled token is one gather (AWRS, `rocket.decode.methods.awrs`). Zero-byte tokens
+(pad, BOS, specials) lead to `dead`; the optional `eos_id` is allowed exactly in accepting states (it
+keeps the state, so `accepting[next]` still holds after it).
 
 Supported syntax (bytes semantics; the pattern's non-ASCII characters stand for their UTF-8 bytes):
 literals, `.` (any byte but newline), classes `[a-z_]`, `[^...]`, escapes `\\d \\w \\s \\D \\W \\S`

@@ -42,11 +42,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.autoregressive import ARState, Autoregressive
-from rocket.decode.cache import commit_block
-from rocket.decode.engine import Ctx, RoundOut, Stats
-from rocket.decode.regex_dfa import TokenDFA
+from rocket.decode.engine import Ctx, Method, RoundOut, Stats
+from rocket.decode.methods.autoregressive import ARState, Autoregressive
 from rocket.decode.sampling import warp
+from rocket.decode.tools.regex_dfa import TokenDFA
+from rocket.layers.cache import commit_block
 
 
 class AWRSStep(NamedTuple):
@@ -121,14 +121,13 @@ class AWRSCarry:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
-class AWRSDecode:
+class AWRSDecode(Method):
     """Constrained sampling with AWRS on the shared engine (rows = particles). `dfa` from
-    `rocket.decode.regex_dfa.token_dfa` over the model's vocabulary (with eos_id so that EOS is
+    `rocket.decode.tools.regex_dfa.token_dfa` over the model's vocabulary (with eos_id so that EOS is
     allowed exactly in accepting states); the sampler's temperature / top-k / top-p warp p first."""
 
     dfa: TokenDFA
     max_checks: int | None = None
-    needs_draft: ClassVar[bool] = False
     emit_width: ClassVar[int] = 1
     block_width: ClassVar[int] = 1
 

@@ -20,9 +20,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.autoregressive import ARState, Autoregressive
-from rocket.decode.cache import commit_block
-from rocket.decode.engine import Ctx, RoundOut, Stats
+from rocket.decode.engine import Ctx, Method, RoundOut, Stats
+from rocket.decode.methods.autoregressive import ARState, Autoregressive
+from rocket.layers.cache import commit_block
 
 
 def repeat_length(history_bs: jax.Array, length_b: jax.Array, cand_bk: jax.Array, l_max: int) -> jax.Array:
@@ -49,13 +49,12 @@ class MomentumState:
 
 
 @dataclasses.dataclass(frozen=True)
-class MomentumDecoding:
+class MomentumDecoding(Method):
     """top_k candidates, alpha (paper: 0.2), resistance R[l] for l = 0..l_max (inf = blocked)."""
 
     top_k: int = 8
     alpha: float = 0.2
     resistance: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 5.0, float("inf"))
-    needs_draft: ClassVar[bool] = False
     emit_width: ClassVar[int] = 1
     block_width: ClassVar[int] = 1
 

@@ -26,8 +26,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.cache import Cache, commit_block, commit_path
-from rocket.decode.engine import Ctx, RoundOut, Stats
+from rocket.decode.engine import Ctx, Method, RoundOut, Stats
+from rocket.layers.cache import Cache, commit_block, commit_path
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:
@@ -52,12 +52,11 @@ class ContrastiveState:
 
 
 @dataclasses.dataclass(frozen=True)
-class ContrastiveSearch:
+class ContrastiveSearch(Method):
     """top_k candidates (k >= 1), penalty alpha in [0, 1]; defaults k = 4, alpha = 0.6 (Hugging Face)."""
 
     top_k: int = 4
     alpha: float = 0.6
-    needs_draft: ClassVar[bool] = False
     emit_width: ClassVar[int] = 1
 
     def __post_init__(self):
