@@ -1,4 +1,4 @@
-"""Enumerable toys for the decoding tests (decoding.md 1.7): lookup-table "models" and a chi-square test.
+"""Enumerable toys for the decoding tests: lookup-table "models" and a chi-square test.
 
 A `TableModel` is a rocket-signature module whose logits at a token depend on (position, token):
 logits = table[position, token]. It is cheap, so the exactness harness can draw 1e5 generations in

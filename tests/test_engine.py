@@ -1,6 +1,6 @@
 """The decoding engine on real (tiny) transformers: greedy equality, cache integrity, EOS, capacity.
 
-Greedy equality (decoding.md 1.7): every lossless method reproduces target greedy decoding token for
+Greedy equality: every lossless method reproduces target greedy decoding token for
 token in f32, rows of different prompt lengths in one batch. Cache integrity: after every round the
 target's and the draft's caches hold exactly the emitted prefix (the next step's logits equal a
 fresh full forward). Token Recycling with a garbage adjacency matrix gives identical output.

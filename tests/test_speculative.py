@@ -1,4 +1,4 @@
-"""Exactness harness (decoding.md 1.7): every lossless method's output law is the warped target's.
+"""Exactness harness: every lossless method's output law is the warped target's.
 
 An enumerable toy (lookup-table models, V = 6, 3 new tokens = 216 outcome cells): N generations in
 ONE jitted call (the rows of a batch), a Pearson chi-square against the exact law, rejecting at
