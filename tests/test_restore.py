@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig, override
+from rocket.config import (
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    ParallelConfig,
+    TrainConfig,
+    override,
+)
 from rocket.data import ByteTokenizer
 from rocket.models import Transformer
 from rocket.models.tokenformer import grow
+from rocket.parallel import make_mesh
 from rocket.train import loop, optim
 from rocket.train.checkpoint import Checkpointer, CheckpointError
 from rocket.train.grow import grow_checkpoint
@@ -141,3 +152,20 @@ def test_grow_checkpoint_restores_as_the_grown_run(trained, tmp_path):
     run = restore_run(dst)
     assert run.step == 4 and run.config == new_cfg and run.config.train.workdir == dst
     assert_bitwise_equal(run.params, grow(params[4], cfg.model, 24)[0])
+
+
+LEGACY_RUN = os.path.join(os.path.dirname(__file__), "fixtures", "legacy_flat_config_run")
+
+
+def test_a_checkpoint_written_before_the_config_nesting_restores_and_computes_the_same_logits():
+    """tests/fixtures/legacy_flat_config_run: 2 steps trained by rocket before the model config was
+    nested (flat names: block_pattern, mod_capacity, attention="softplus", softplus_power), with the
+    logits that version computed (routing="causal") on tokens 0..19."""
+    run = restore_run(LEGACY_RUN, mesh=make_mesh(ParallelConfig()))
+    model = run.config.model
+    assert (model.mod.pattern, model.mod.capacity) == ("dense,mod", 0.5)
+    assert (model.attention.kind, model.attention.softplus_power) == ("softplus", 2.0)
+    tokens = jnp.arange(20, dtype=jnp.int32)[None]
+    logits, _ = run.model.apply({"params": run.params}, tokens, jnp.arange(20)[None], routing="causal")
+    reference = np.load(os.path.join(LEGACY_RUN, "reference_logits.npy"))
+    np.testing.assert_allclose(np.asarray(logits), reference, rtol=1e-5, atol=1e-5)

@@ -28,7 +28,14 @@ from rocket.config.loss import USER_TRANSFORMS, LossConfig, parse_aux_scales
 from rocket.config.model import ModelConfig
 from rocket.config.optim import OptimConfig
 from rocket.config.parallel import ParallelConfig
-from rocket.config.serialize import from_config_dict, from_dict, override, to_config_dict, to_dict
+from rocket.config.serialize import (
+    from_config_dict,
+    from_dict,
+    override,
+    saved_config,
+    to_config_dict,
+    to_dict,
+)
 from rocket.config.train import TrainConfig
 
 __all__ = [
@@ -59,4 +66,5 @@ __all__ = [
     "from_config_dict",
     "to_config_dict",
     "override",
+    "saved_config",
 ]

@@ -15,7 +15,7 @@ import ml_collections
 
 from rocket.config.base import ConfigError
 from rocket.config.experiment import ExperimentConfig
-from rocket.config.legacy import renamed
+from rocket.config.legacy import renamed, upgrade
 
 T = TypeVar("T")
 
@@ -64,6 +64,12 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
         return cls(**kwargs)
     except ConfigError as e:
         raise e.under(prefix) from None
+
+
+def saved_config(values: Mapping[str, Any]) -> ExperimentConfig:
+    """An experiment config as a checkpoint saved it, by this or an earlier version of rocket (flat
+    model names from before the nesting are moved to their sections first)."""
+    return from_dict(ExperimentConfig, upgrade(values))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from rocket import parallel
 from rocket.config import ConfigError, ExperimentConfig, to_dict
+from rocket.config.legacy import upgrade
 from rocket.data import build_data
 from rocket.data.decomposition import DecompositionSpec
 from rocket.decode import ModelStep, SamplerConfig, generate
@@ -267,7 +268,7 @@ def _restore_or_init(
             f"{jax.process_count()}: the data positions can't be mapped; resume with the same process count"
         )
     data.train.set_state(per_host[jax.process_index()])
-    changes = _config_changes((meta or {}).get("config", {}), to_dict(cfg))
+    changes = _config_changes(upgrade((meta or {}).get("config", {})), to_dict(cfg))
     say(f"resumed from {ckpt.directory} at step {int(state.step)}")
     if changes:
         say("warning: the config differs from the checkpoint's: " + "; ".join(changes))

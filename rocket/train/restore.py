@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 
 from rocket import parallel
-from rocket.config import ExperimentConfig, from_dict
+from rocket.config import ExperimentConfig, saved_config
 from rocket.data import Tokenizer, get_tokenizer, prepare_corpus
 from rocket.models import Transformer
 from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
@@ -91,7 +91,7 @@ def restore_run(
         saved = (ckpt.read_meta(step) or {}).get("config")
         if saved is None:
             raise CheckpointError(f"Checkpoint step {step} at {ckpt.step_path(step)!r} has no saved config.")
-        cfg = from_dict(ExperimentConfig, saved)
+        cfg = saved_config(saved)
         mesh = parallel.make_mesh(cfg.parallel) if mesh is None else mesh
         params = ckpt.restore_fields(step, {"params": abstract_params(cfg, mesh)})["params"]
     return RestoredRun(config=cfg, step=step, params=params, model=Transformer(cfg.model))
