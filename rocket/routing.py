@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rocket.config.depth import MOD_GATES
 from rocket.layers.init import kernel_init
 
 _NEG_INF = -1e30
@@ -98,7 +99,7 @@ def apply_gate(logits: jax.Array, kind: str, alpha: float = 1.0) -> jax.Array:
         return alpha * jax.nn.sigmoid(logits)
     if kind == "tanhnorm":
         return alpha * jnp.tanh(logits) + 1.0
-    raise ValueError(f"unknown gate {kind!r}; available: raw, sigmoid, tanhnorm")
+    raise ValueError(f"unknown gate {kind!r}; available: {MOD_GATES}")
 
 
 def masked_mean(x: jax.Array, valid: jax.Array | None) -> jax.Array:

@@ -17,10 +17,7 @@ from rocket.train.step import MODEL_RNG_STREAM
 from tests.helpers import assert_cached_decoding_matches, positions_for, tiny_model
 
 KINDS = dict(
-    attention=dict(
-        kind="softplus",
-        attention=dict(softplus_power=3.0),
-    ),
+    attention=dict(kind="softplus", softplus_power=3.0),
     projection=dict(kind="pattention", param_tokens=32),
     embedding=dict(kind="lexinvariant"),
 )

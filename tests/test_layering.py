@@ -140,10 +140,12 @@ def test_no_source_file_passes_400_lines(package):
 
 
 def test_implementation_tables_match_their_config_choices():
-    from rocket.config import ATTENTION_KINDS, PROJECTION_KINDS, ModelConfig, choices_of
+    from rocket.config import ATTENTION_KINDS, PROJECTION_KINDS, LossConfig, ModelConfig, choices_of
     from rocket.models import transformer
+    from rocket.train import reweighting
 
     assert {"none", *transformer._REMAT_POLICIES} == set(choices_of(ModelConfig, "remat"))
+    assert {"none", *reweighting.STRATEGIES} == set(choices_of(LossConfig, "reweight"))
     for registry in (ATTENTION_KINDS, PROJECTION_KINDS):  # every built-in name has an implementation
         for name in registry.builtins:
             assert registry.get(name) is not None

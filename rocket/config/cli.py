@@ -135,7 +135,7 @@ def load_experiment(path: str | None, overrides: Sequence[tuple[str, str]] = ())
     """The validated experiment of config file `path` with command-line `overrides` applied."""
     if path is None:
         raise ConfigError(
-            "--config", "is required: an experiment file, e.g. experiments/configs/quickstart.py"
+            "", "--config is required: an experiment file, e.g. experiments/configs/quickstart.py"
         )
     values = load_config_file(path)
     for dotted, text in overrides:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from rocket.config.data import DD_CURRICULA
 from rocket.data.packing import DataError, RoundPacker
 from rocket.data.tokens import TokenizedSplit
 
@@ -83,8 +84,8 @@ def curriculum_schedule(
     rng: np.random.Generator,
 ) -> list[tuple[int, int]]:
     """One epoch's steps as (bucket k, first chunk index in bucket k's permutation)."""
-    if curriculum not in ("grow_p2", "uniform"):
-        raise DataError(f"unknown curriculum {curriculum!r}; valid: 'grow_p2', 'uniform'")
+    if curriculum not in DD_CURRICULA:
+        raise DataError(f"unknown curriculum {curriculum!r}; valid: {DD_CURRICULA}")
     ks = sorted(counts)
     weight = np.array([2.0 ** (max_log2 - k) if curriculum == "grow_p2" else 1.0 for k in ks])
     steps: list[tuple[int, int]] = []
