@@ -128,7 +128,7 @@ def speed_verdict(measured: float, flat: float, paper_low: float) -> str:
 def claims_of(rows: list[dict], settings: dict, setup: str, sample: str) -> tuple[list[Claim], str]:
     """The claims table and the summary, computed from the rows; `sample` is greedy AR's first text."""
     greedy = [r for r in rows if r["temperature"] == 0.0 and r["method"] != "ar"]
-    # the spec's default gamma = 4, with the draft that models faster at T=0 (both drafts are in the rows)
+    # the common default gamma = 4, with the draft that models faster at T=0 (both drafts are in the rows)
     spec = max(
         (r for r in greedy if r["method"] == "speculative" and r["gamma"] == 4),
         key=lambda r: r["flat_speedup"],

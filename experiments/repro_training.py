@@ -19,7 +19,7 @@ Recorded: validation bits/byte per seed (final and the curve), mean and spread o
 
 Part 2 (MEAP's retrieval claim). 2-layer d=64 models trained with and without MEAP on associative
 recall rows "k1:v1,...,k8:v8?kj=" -> vj (rocket.data.synthetic; loss on the answer only; one query
-per row, not the spec's multi-query variant), fresh rows every step; recorded: held-out exact-match
+per row, not a multi-query variant), fresh rows every step; recorded: held-out exact-match
 recall accuracy vs step.
 
 Runtime measured on the 2-core CPU while shared with other jobs (load ~8, so noisy and pessimistic):
