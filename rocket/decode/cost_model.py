@@ -17,20 +17,25 @@ per-position acceptance alpha, E[tokens per round] = (1 - alpha^(gamma + 1)) / (
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
+from rocket.decode.engine import Method
 
-def call_widths(method: Any) -> tuple[int, tuple[int, ...]]:
+
+def call_widths(method: Method) -> tuple[int, tuple[int, ...]]:
     """(target verify width, widths of one round's draft calls) for a method of the engine.
 
-    A draft-model method (`rocket.decode.methods.speculative`, levels of `widths` nodes) first feeds the
-    draft its 2-token pending block, then one tree-masked call on levels 1..d for d < depth; every
-    other method calls only the target, once per round on `block_width` tokens.
+    A draft-model method must be a draft tree (Speculative, DySpec: `widths`, the node count of each
+    tree level, besides the `Method` fields); it first feeds the draft its 2-token pending block, then one tree-masked call on levels 1..d for d < depth; every other
+    method calls only the target, once per round on `block_width` tokens.
     """
     if not method.needs_draft:
         return method.block_width, ()
+    if not hasattr(method, "widths"):
+        raise TypeError(
+            f"the cost model knows draft-tree methods (with `widths`), got {type(method).__name__}"
+        )
     return method.block_width, (2,) + tuple(int(w) for w in np.cumsum(method.widths)[:-1])
 
 
