@@ -6,7 +6,7 @@ scaled by the analytic FLOPs/token of top-k routing, `experiments/lib/routing.py
 
   vanilla_6L   6 dense layers
   recursive    middle-cycle sharing 1 + (2 x 2) + 1: 4 unique layers, every token takes both
-               recursions (mor_router="none"; the same FLOPs as vanilla)
+               recursions (mor.router="none"; the same FLOPs as vanilla)
   mor_ec2      the same stack with expert-choice routing, N_r = 2, capacities (1, 1/2), sigmoid gate
                alpha = 0.1, BCE aux loss 0.001 (the causal rule is the router logit's sign); no
                capacity warm-up (rocket does not implement it)

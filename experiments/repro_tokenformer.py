@@ -41,6 +41,7 @@ from experiments.lib.runs import (
 from experiments.lib.stats import spread
 from rocket.config import ExperimentConfig
 from rocket.models import Transformer, flops_per_token, param_count
+from rocket.train.checkpoint import run_checkpoint_dir
 from rocket.train.grow import grow_checkpoint
 
 TITLE = "TokenFormer: growth vs training from scratch"
@@ -76,7 +77,7 @@ def train_seed(root: str, seed: int, s1: int, s2: int, batches: list[dict]) -> t
     grown = replace_train(grown, steps=s1 + s2)
     diff = max_logit_diff(small, grown, batches)
     cont = replace_train(small, steps=s1 + s2, workdir=f"{root}/cont")
-    shutil.copytree(f"{root}/small/checkpoints", f"{root}/cont/checkpoints")
+    shutil.copytree(run_checkpoint_dir(f"{root}/small"), run_checkpoint_dir(f"{root}/cont"))
     scratch = {
         name: experiment(f"{root}/{tag}", steps=n, **{"projection.param_tokens": N_BIG}, **tf)
         for name, tag, n in (

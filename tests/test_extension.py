@@ -25,7 +25,7 @@ from rocket.config import (
     to_config_dict,
 )
 from rocket.data import random_batch
-from rocket.models import Transformer
+from rocket.models import Transformer, param_count
 from rocket.models.kinds import ProjectionKind
 from rocket.train.step import init_state, make_train_step, per_token_loss
 from rocket.train.transforms import LossTransforms, register_transform
@@ -94,6 +94,8 @@ def test_a_registered_projection_kind_builds_every_projection_and_trains():
         "wo": (64, 4),
     }
     assert layer["mlp"]["b"].shape == (8, 64)
+    # parameter accounting counts the user's modules from their parameter tree
+    assert param_count(model.cfg) == sum(x.size for x in jax.tree.leaves(params))
     batch = {k: jnp.asarray(v) for k, v in random_batch(2, 16, 258, seed=0).items()}
     grads = jax.grad(lambda p: jnp.mean(per_token_loss(model, p, batch)[0]))(params["params"])
     assert (

@@ -146,6 +146,10 @@ def test_implementation_tables_match_their_config_choices():
 
     assert {"none", *transformer._REMAT_POLICIES} == set(choices_of(ModelConfig, "remat"))
     assert {"none", *reweighting.STRATEGIES} == set(choices_of(LossConfig, "reweight"))
+    from pallas_kernels.flash_attention.reference import KINDS
+    from rocket.layers.kernels import FUSED_ATTENTION_KINDS
+
+    assert FUSED_ATTENTION_KINDS == KINDS
     for registry in (ATTENTION_KINDS, PROJECTION_KINDS):  # every built-in name has an implementation
         for name in registry.builtins:
             assert registry.get(name) is not None

@@ -52,7 +52,7 @@ class Registry(Generic[T]):
     implementation with `register`, and a user project adds its own names the same way:
 
         @ATTENTION_KINDS.register("my_attention")
-        def my_attention(q_bthd, k_bskd, v_bskd, mask_bts, cfg): ...
+        def my_attention(q_bthd, k_bskd, v_bskd, mask_bts, *, power=None): ...
 
     after which `AttentionConfig(kind="my_attention")` validates and the model builds it.
     """

@@ -46,12 +46,12 @@ MODEL_RENAMES: dict[str, str] = {
 }
 
 
-def renamed(section: str, key: str, value: Any) -> str | None:
-    """The new dotted path of `section.key` if it is a flat name from before the nesting (a
+def renamed(is_model: bool, key: str, value: Any) -> str | None:
+    """The new path (below `model`) of `key` if it is a flat model name from before the nesting (a
     `model.attention` that holds a string, not a section, is the old flat field), else None."""
-    if section != "model" or key not in MODEL_RENAMES or isinstance(value, Mapping):
+    if not is_model or key not in MODEL_RENAMES or isinstance(value, Mapping):
         return None
-    return f"model.{MODEL_RENAMES[key]}"
+    return MODEL_RENAMES[key]
 
 
 def upgrade(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def upgrade(values: Mapping[str, Any]) -> dict[str, Any]:
     model = out.get("model")
     if not isinstance(model, dict):
         return out
-    flat = {k: model.pop(k) for k in list(model) if renamed("model", k, model[k]) is not None}
+    flat = {k: model.pop(k) for k in list(model) if renamed(True, k, model[k]) is not None}
     for key, value in flat.items():
         section, field = MODEL_RENAMES[key].split(".")
         model.setdefault(section, {})[field] = value

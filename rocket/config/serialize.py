@@ -16,6 +16,7 @@ import ml_collections
 from rocket.config.base import ConfigError
 from rocket.config.experiment import ExperimentConfig
 from rocket.config.legacy import renamed, upgrade
+from rocket.config.model import ModelConfig
 
 T = TypeVar("T")
 
@@ -48,9 +49,9 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     kwargs = {}
     for key, value in values.items():
         path = f"{prefix}{key}"
-        new_path = renamed(prefix.rstrip("."), key, value)
+        new_path = renamed(cls is ModelConfig, key, value)
         if new_path is not None:
-            raise ConfigError(path, f"was renamed to '{new_path}'")
+            raise ConfigError(path, f"was renamed to '{prefix}{new_path}'")
         if key not in fields:
             section = prefix.rstrip(".") or cls.__name__
             raise ConfigError(path, f"unknown key; valid keys of '{section}' are {sorted(fields)}")

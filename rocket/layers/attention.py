@@ -33,7 +33,12 @@ import jax.numpy as jnp
 from rocket.config.kinds import ATTENTION_KINDS
 from rocket.layers.cache import LayerCache
 from rocket.layers.init import kernel_init
-from rocket.layers.kernels import pallas_attention, pallas_cached_attention, resolve_impl
+from rocket.layers.kernels import (
+    FUSED_ATTENTION_KINDS,
+    pallas_attention,
+    pallas_cached_attention,
+    resolve_impl,
+)
 from rocket.layers.rope import apply_rope
 from rocket.layers.softplus import softplus_attention
 
@@ -62,7 +67,7 @@ def attention_fn(
     runs the flash kernel with causal tile skipping and no dense mask; "xla" ignores it.
     """
     fn: AttentionFn = ATTENTION_KINDS.get(kind)
-    if resolve_impl(impl) == "pallas" and kind in ATTENTION_KINDS.builtins:
+    if resolve_impl(impl) == "pallas" and kind in FUSED_ATTENTION_KINDS:
         return pallas_attention(
             q_bthd,
             k_bskd,
@@ -215,7 +220,7 @@ class Attention(nn.Module):
         )
 
         same_len = k_bthd.shape[1] == q_bthd.shape[1]  # the split-K kernel's in-flight block is the queries'
-        fused = resolve_impl(self.impl) == "pallas" and self.kind in ATTENTION_KINDS.builtins
+        fused = resolve_impl(self.impl) == "pallas" and self.kind in FUSED_ATTENTION_KINDS
         if cache is not None and not rope_at_read and same_len and fused:
             out_bthd = pallas_cached_attention(  # split-K kernel over the cache
                 q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt, kind=self.kind, power=self.power

@@ -29,6 +29,9 @@ import jax.numpy as jnp
 from rocket.config.kinds import ATTENTION_IMPLS as IMPLS
 from rocket.layers.cache import LayerCache
 
+# the attention kinds the fused kernels implement (pallas_kernels.flash_attention's KINDS, imported
+# lazily with the kernels; tests/test_layering.py checks they match); other kinds run their jnp function
+FUSED_ATTENTION_KINDS = ("softmax", "softplus")
 _log = logging.getLogger(__name__)
 
 

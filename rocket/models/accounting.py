@@ -10,11 +10,15 @@ average over positions; MaxText's convention since it halved causal attention FL
 (forward + backward) is 3x the forward pass. Remat recomputation is not counted, so this is
 "model FLOPs" (MFU), not hardware FLOPs (HFU). Embedding lookups cost no FLOPs.
 
-TokenFormer (`projection="pattention"`): a Pattention d_in -> d_out with n tokens holds n (d_in + d_out)
+TokenFormer (`projection.kind="pattention"`): a Pattention d_in -> d_out with n tokens holds n (d_in + d_out)
 parameters and costs 2 n (d_in + d_out) FLOPs per token (scores and output; the normalisation is
 elementwise and not counted), i.e. it counts like a matrix of that many parameters. Lexinvariant
 embeddings have no table (unless `embedding.learned_prob > 0`) but the readout matmul against the
 per-sequence matrix is counted as usual (its random generation is not).
+
+A registered (user) projection kind is counted from its parameter tree (one block's projection and
+FFN parameters, by `jax.eval_shape` of its init) at 2 FLOPs per parameter per token: exact for any
+linear map, an estimate for anything else.
 
 Adaptive depth (top-k routing, as trained): a layer application that processes k of the T tokens
 costs k / T of the matmuls per token and sees ctx = (k + 1) / 2 keys (attention x (k / T)^2 in
@@ -27,18 +31,42 @@ Routers cost 2 D E per token they score (E outputs), a causal predictor 2 (D h +
 
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from rocket.config import ModelConfig
 from rocket.models.mor import recursion_capacities
+from rocket.models.transformer import Block
 from rocket.routing import capacity_to_k
+
+_ANALYTIC_PROJECTIONS = ("dense", "pattention")
+
+
+@functools.lru_cache(maxsize=64)
+def _counted_layer_params(cfg: ModelConfig) -> tuple[int, int]:
+    """(projection + FFN parameters of one block, of which K and V projections), by eval_shape."""
+    h = jnp.zeros((1, 2, cfg.d_model), jnp.dtype(cfg.dtype))
+    pos, mask = jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2, 2), bool)
+    shapes = jax.eval_shape(lambda: Block(cfg).init(jax.random.key(0), h, pos, mask, None))["params"]
+    size = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    attn = shapes["attn"]
+    return size(attn) + size(shapes["mlp"]), size(attn.get("wk", {})) + size(attn.get("wv", {}))
 
 
 def _kv_projection_params(cfg: ModelConfig) -> int:
     """Parameters of a layer's K and V projections (skipped by MoR shared-KV recursions)."""
+    if cfg.projection.kind not in _ANALYTIC_PROJECTIONS:
+        return _counted_layer_params(cfg)[1]
     d, hkv = cfg.d_model, cfg.n_kv_heads * cfg.resolved_head_dim
     return cfg.resolved_n_param_tokens * 2 * (d + hkv) if cfg.projection.kind == "pattention" else 2 * d * hkv
 
 
 def _layer_matmul_params(cfg: ModelConfig) -> int:
+    if cfg.projection.kind not in _ANALYTIC_PROJECTIONS:
+        return _counted_layer_params(cfg)[0]
     d, dh, f = cfg.d_model, cfg.resolved_head_dim, cfg.resolved_d_ff
     if cfg.projection.kind == "pattention":
         hq, hkv = cfg.n_heads * dh, cfg.n_kv_heads * dh

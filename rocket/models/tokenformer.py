@@ -2,7 +2,7 @@
 
 Wang et al., arXiv 2410.23168, section 3.6; official code `megatron/checkpointing.py`
 (`custom_load_fn_incremental`) and the JAX `zoom_dim` setting. A model with
-`projection="pattention"` keeps its capacity in parameter tokens (`rocket.layers.pattention`).
+`projection.kind="pattention"` keeps its capacity in parameter tokens (`rocket.layers.pattention`).
 `grow` appends new parameter tokens to every Pattention with *zero keys* and pins the scale constant
 tau = sqrt(n_scale) to the pre-growth value, so the grown model computes *exactly* the same function:
 a zero key scores A = 0, gelu(0) = 0, and it adds nothing to the L2 norm over tokens, so the new
