@@ -3,8 +3,9 @@ from rocket, pallas_kernels, experiments.lib, the standard library or third-part
 another script (`experiments.<script>`); experiments/lib never imports a script. Checked on the
 source (AST), without importing anything."""
 
-import ast
 import pathlib
+
+from tests._imports import imports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -12,17 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def imported_names(source: str, package: str) -> list[str]:
     """Absolute names of everything `source` (a module of `package`) imports; `from m import n` gives
     "m.n", since n may be a module."""
-    names = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: resolved against the module's package
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parent + ([node.module] if node.module else []))
-            names += [f"{base}.{alias.name}" for alias in node.names]
-    return names
+    return [name for _, module, names in imports(source, package) for name in (names or [module])]
 
 
 def crossings(source: str, package: str) -> list[str]:

@@ -10,10 +10,11 @@ declaration.
 
 from __future__ import annotations
 
-import ast
 import pathlib
 
 import pytest
+
+from tests._imports import imports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -59,23 +60,12 @@ def module_name(path: pathlib.Path, root: pathlib.Path) -> tuple[str, bool]:
 
 
 def imported_modules(source: str, module: str, is_init: bool) -> list[tuple[int, str]]:
-    """(line, dotted name) of every import in `source`, relative imports resolved."""
+    """(line, dotted name) of every import in `source`; `from pkg import sub` counts `pkg.sub` only
+    when it is a subpackage with a level of its own (otherwise `sub` is an attribute of `pkg`)."""
     out = []
-    package = module if is_init else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            out.append((node.lineno, target))
-            for alias in node.names:  # `from pkg import sub`: a subpackage with a level of its own
-                if entry_of(f"{target}.{alias.name}") != entry_of(target):
-                    out.append((node.lineno, f"{target}.{alias.name}"))
+    for line, target, names in imports(source, module if is_init else module.rpartition(".")[0]):
+        out.append((line, target))
+        out += [(line, name) for name in names if entry_of(name) != entry_of(target)]
     return out
 
 

@@ -22,7 +22,7 @@ import ml_collections
 from rocket.config.base import ConfigError
 from rocket.config.experiment import ExperimentConfig
 from rocket.config.legacy import MODEL_RENAMES
-from rocket.config.serialize import allowed_types, from_dict, is_section
+from rocket.config.serialize import allowed_types, from_dict, is_section, set_path
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -139,10 +139,5 @@ def load_experiment(path: str | None, overrides: Sequence[tuple[str, str]] = ())
         )
     values = load_config_file(path)
     for dotted, text in overrides:
-        value = parse_value(dotted, text)
-        *parents, leaf = dotted.split(".")
-        node = values
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_path(values, dotted, parse_value(dotted, text))
     return from_dict(ExperimentConfig, values)

@@ -110,14 +110,20 @@ def override(cfg: T, changes: Mapping[str, Any]) -> T:
     {"capacity": 0.5}}`). Unknown paths and flat names from before the nesting raise ConfigError."""
     values = to_dict(cfg)
     for path, value in changes.items():
-        *parents, leaf = path.split(".")
-        node = values
-        for i, part in enumerate(parents):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(".".join(parents[: i + 1]), f"no such section (in '{path}')")
-            node = node[part]
-        node[leaf] = _merged(node.get(leaf), value)
+        set_path(values, path, value)
     return from_dict(type(cfg), values)
+
+
+def set_path(values: dict[str, Any], path: str, value: Any) -> None:
+    """Sets dotted `path` in the nested dict `values` (a missing section is created, a mapping is
+    merged into an existing section); ConfigError when a parent on the path is a value."""
+    *parents, leaf = path.split(".")
+    node = values
+    for i, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(".".join(parents[: i + 1]), f"is a value, not a section (in '{path}')")
+    node[leaf] = _merged(node.get(leaf), value)
 
 
 def _merged(old: Any, new: Any) -> Any:

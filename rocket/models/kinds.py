@@ -77,11 +77,12 @@ def _pattention_ffn(cfg: ModelConfig, name: str) -> nn.Module:
 
 
 def _swiglu_ffn(cfg: ModelConfig, name: str) -> nn.Module:
+    dtype, pdtype = _dtypes(cfg)
     return SwiGLU(
         cfg.resolved_d_ff,
         n_layers=cfg.n_layers,
-        dtype=_dtypes(cfg)[0],
-        param_dtype=_dtypes(cfg)[1],
+        dtype=dtype,
+        param_dtype=pdtype,
         name=name,
     )
 
