@@ -32,8 +32,11 @@ LEVELS: dict[str, int] = {
     "rocket.decode.tools": 6,
     "rocket.decode.methods": 7,
     "rocket.decode.generate": 8,
+    "rocket.interop": 8,  # Hugging Face checkpoints in and out
+    "rocket.interop.lm_eval": 10,  # the lm-evaluation-harness adapter (reads rocket.train's runs)
     "rocket.train": 9,
     "rocket.generate": 10,
+    "rocket.export": 10,
     "experiments.lib": 11,
     "experiments": 12,
 }

@@ -7,12 +7,13 @@ construction and names the offending dotted field in its error, so a typo or an 
 fails before anything is compiled.
 
 Sections: `model` (`ModelConfig`, with the feature sections `attention`, `projection`,
-`embedding`, `mod`, `router`, `mor`), `data`, `optim`, `parallel`, `train`, `loss`, gathered in
+`embedding`, `mod`, `router`, `mor`, `arch`), `data`, `optim`, `parallel`, `train`, `loss`, gathered in
 `ExperimentConfig`. The choices a field allows are declared once, next to the field (`choice`);
 the open ones are registries a user project extends (`ATTENTION_KINDS`, `PROJECTION_KINDS`,
 `USER_TRANSFORMS`; `docs/extending.md`).
 """
 
+from rocket.config.arch import ArchConfig
 from rocket.config.base import ConfigError, Registry, Section, choices_of
 from rocket.config.data import DataConfig
 from rocket.config.depth import ModConfig, MoRConfig, RouterConfig, prd_capacities
@@ -50,6 +51,7 @@ __all__ = [
     "ModConfig",
     "RouterConfig",
     "MoRConfig",
+    "ArchConfig",
     "DataConfig",
     "OptimConfig",
     "LossConfig",

@@ -6,6 +6,7 @@
     model.mod         ModConfig         (pattern, capacity, schedule, gate, ...)
     model.router      RouterConfig      (causal, predictor_hidden)
     model.mor         MoRConfig         (sharing, recursions, router, kv, ...)
+    model.arch        ArchConfig        (rope_scaling, sliding_window, qkv_bias, qk_norm, ... : families)
 
 Every quantity derived from several fields (head and FFN widths, per-layer block kinds and MoD
 capacities, MoR layer counts, the number of K/V cache layers) is a property here and nowhere else.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rocket.config.arch import ArchConfig
 from rocket.config.base import Section, check, choice, optional_positive
 from rocket.config.depth import ModConfig, MoRConfig, RouterConfig, prd_capacities
 from rocket.config.kinds import AttentionConfig, EmbeddingConfig, ProjectionConfig
@@ -47,7 +49,10 @@ class ModelConfig(Section):
       remat: rematerialisation policy of each block: "none", "full" (save nothing), "dots" (save
         matmul outputs), "dots_no_batch" (save matmuls without batch dims).
       init_std: standard deviation of the embedding initialiser.
-      attention, projection, embedding, mod, router, mor: the feature sections (module docstring).
+      init_from: "" (random init) or "hf:PATH" (a Hugging Face model directory or hub id): training
+        starts from those weights, and the architecture fields come from its config.json
+        (`rocket.interop.hf`).
+      attention, projection, embedding, mod, router, mor, arch: the feature sections (module docstring).
     """
 
     vocab_size: int = 258
@@ -66,12 +71,14 @@ class ModelConfig(Section):
     scan_layers: bool = False
     remat: str = choice("none", REMAT_POLICIES)
     init_std: float = 0.02
+    init_from: str = ""
     attention: AttentionConfig = AttentionConfig()
     projection: ProjectionConfig = ProjectionConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     mod: ModConfig = ModConfig()
     router: RouterConfig = RouterConfig()
     mor: MoRConfig = MoRConfig()
+    arch: ArchConfig = ArchConfig()
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
@@ -100,6 +107,16 @@ class ModelConfig(Section):
             "tie_embeddings",
             "a lexinvariant model must score logits against its per-sequence embeddings "
             "(tie_embeddings=True); a learned unembedding reintroduces a fixed lexicon",
+        )
+        check(
+            self.init_from == "" or self.init_from.startswith("hf:"),
+            "init_from",
+            f"must be '' or 'hf:PATH', got {self.init_from!r}",
+        )
+        check(
+            not (self.arch.qkv_bias or self.arch.qk_norm) or self.projection.kind == "dense",
+            "arch.qkv_bias" if self.arch.qkv_bias else "arch.qk_norm",
+            f"applies to dense projections only, got projection.kind={self.projection.kind!r}",
         )
         self._check_depth()
 

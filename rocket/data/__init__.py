@@ -21,6 +21,7 @@ from rocket.data.pipeline import (
 )
 from rocket.data.tokenizers import (
     ByteTokenizer,
+    HFTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
     default_cache_dir,
@@ -37,6 +38,7 @@ __all__ = [
     "Data",
     "DataError",
     "DataIterator",
+    "HFTokenizer",
     "LocalText",
     "PackedBatchIterDataset",
     "RoundPacker",

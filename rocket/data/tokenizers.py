@@ -1,6 +1,7 @@
-"""Tokenizers: exact byte-level and a locally trained SentencePiece BPE.
+"""Tokenizers: exact byte-level, a locally trained SentencePiece BPE, and a Hugging Face
+``tokenizer.json`` (the ``tokenizers`` library: byte-level BPE or BPE with byte fallback).
 
-Both satisfy the :class:`Tokenizer` protocol. ``token_num_bytes[i]`` is the
+All satisfy the :class:`Tokenizer` protocol. ``token_num_bytes[i]`` is the
 number of UTF-8 bytes token ``i`` stands for (0 for pad/BOS/specials), so the
 sum over a document's tokens equals its byte length and bits-per-byte is exact.
 """
@@ -8,9 +9,11 @@ sum over a document's tokens equals its byte length and bits-per-byte is exact.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pathlib
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -142,6 +145,111 @@ class SentencePieceTokenizer:
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size})"
 
 
+_HF_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character standing for each byte -> the byte."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class HFTokenizer:
+    """A ``tokenizer.json`` (Hugging Face ``tokenizers``); ``token_num_bytes`` from each token's bytes.
+
+    A token's bytes: special tokens b""; ``<0xNN>`` byte-fallback pieces the byte NN; byte-level BPE
+    pieces (GPT-2 / Llama 3 / Qwen / SmolLM) their characters mapped back through the byte-level
+    alphabet; other pieces their UTF-8 with SentencePiece's "▁" read as a space. ``decode_bytes``
+    concatenates them, so bits/byte is exact whenever ``encode`` adds nothing (true for byte-level
+    BPE; a Metaspace tokenizer that prepends "▁" counts that space). ``bos_id`` / ``pad_id``: the
+    ids given (from the model's config), else the tokenizer's ``<s>`` / BOS-like special, else 0.
+    """
+
+    name = "hf"
+
+    def __init__(self, tokenizer_json: bytes, *, bos_id: int | None = None, eos_id: int | None = None) -> None:
+        from tokenizers import Tokenizer as _Tokenizer  # local: keep `import rocket.data` light
+
+        self.model_proto = tokenizer_json  # hashed into token-cache keys (rocket.data.tokens)
+        try:
+            self._tok = _Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+        except Exception as e:  # the library raises a bare Exception on malformed JSON
+            raise DataError(f"tokenizer.json cannot be parsed: {str(e).splitlines()[0]}") from None
+        self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
+        specials = {t.content for t in self._tok.get_added_tokens_decoder().values() if t.special}
+        byte_level = "ByteLevel" in json.dumps(json.loads(tokenizer_json).get("decoder"))
+        alphabet = _byte_level_alphabet()
+        self._id_bytes = []
+        for i in range(self.vocab_size):
+            piece = self._tok.id_to_token(i)
+            if piece is None or piece in specials:
+                self._id_bytes.append(b"")
+            elif m := _HF_BYTE_PIECE.match(piece):
+                self._id_bytes.append(bytes([int(m.group(1), 16)]))
+            elif byte_level and all(c in alphabet for c in piece):
+                self._id_bytes.append(bytes(alphabet[c] for c in piece))
+            else:
+                self._id_bytes.append(piece.replace(_SPACE_PIECE, " ").encode("utf-8"))
+        self.token_num_bytes = np.array([len(b) for b in self._id_bytes], np.int32)  # [vocab]
+        first_special = min((self._tok.token_to_id(t) for t in specials), default=0)
+        self.bos_id = int(bos_id if bos_id is not None else first_special)
+        self.eos_id = eos_id
+        self.pad_id = self.bos_id
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **ids: int | None) -> HFTokenizer:
+        """From a ``tokenizer.json`` file or a directory holding one."""
+        path = pathlib.Path(path)
+        path = path / "tokenizer.json" if path.is_dir() else path
+        if not path.is_file():
+            raise DataError(f"{path}: no such tokenizer file")
+        return cls(path.read_bytes(), **ids)
+
+    def encode(self, text: str | bytes) -> np.ndarray:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+    def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
+        table, n = self._id_bytes, self.vocab_size
+        return b"".join(table[i] for i in np.asarray(ids).reshape(-1).tolist() if 0 <= i < n)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def piece(self, i: int) -> str:
+        """The vocabulary entry of id ``i``."""
+        return self._tok.id_to_token(i)
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer(vocab_size={self.vocab_size})"
+
+
+def tokenizer_json(tokenizer: Tokenizer) -> bytes:
+    """A ``tokenizer.json`` for ``tokenizer``: an `HFTokenizer`'s own, or for `ByteTokenizer` a
+    byte-level BPE without merges whose ids are rocket's (pad 0, bos 1, byte b -> b + 2)."""
+    if isinstance(tokenizer, HFTokenizer):
+        return tokenizer.model_proto
+    if not isinstance(tokenizer, ByteTokenizer):
+        raise DataError(f"{tokenizer!r} cannot be written as a tokenizer.json (byte or hf tokenizers only)")
+    from tokenizers import Tokenizer as _Tokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    vocab = {"<pad>": 0, "<s>": 1} | {c: b + ByteTokenizer.offset for c, b in _byte_level_alphabet().items()}
+    tok = _Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<pad>", "<s>"])
+    return tok.to_str().encode("utf-8")
+
+
 def _training_sentences(
     texts: Iterable[str | bytes], max_chars: int, max_sentence_chars: int
 ) -> Iterator[str]:
@@ -262,7 +370,8 @@ def get_tokenizer(
     vocab_size: int = 4096,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Tokenizer:
-    """Returns a tokenizer by name: ``"byte"`` or ``"sentencepiece"``.
+    """Returns a tokenizer by name: ``"byte"``, ``"sentencepiece"``, or ``"hf:PATH"`` (a
+    ``tokenizer.json`` file or a directory holding one: `HFTokenizer`).
 
     For ``"sentencepiece"``, ``corpus`` is the mapping returned by
     ``prepare_corpus`` (its ``"train"`` split is the training text and its
@@ -270,6 +379,8 @@ def get_tokenizer(
     """
     if name == "byte":
         return ByteTokenizer()
+    if name.startswith("hf:"):
+        return HFTokenizer.load(name[len("hf:") :])
     if name in ("sentencepiece", "spm"):
         if corpus is None:
             raise DataError("the sentencepiece tokenizer needs a corpus to train on")
@@ -279,4 +390,4 @@ def get_tokenizer(
         return load_or_train_sentencepiece(
             corpus["train"], corpus_id=cid, vocab_size=vocab_size, cache_dir=cache_dir
         )
-    raise DataError(f"unknown tokenizer {name!r}; use 'byte' or 'sentencepiece'")
+    raise DataError(f"unknown tokenizer {name!r}; use 'byte', 'sentencepiece' or 'hf:PATH'")

@@ -17,6 +17,10 @@ The `Attention` module attends the in-flight block to itself (through `block_mas
 segment-aware by default) and to the committed cache slots it may see (`LayerCache.visible`).
 It never mutates the cache: it returns the block's own K/V for the caller to commit.
 
+Family options (`arch`, a `rocket.config.ArchConfig`): Llama-3 RoPE scaling, a sliding window
+(a query at position i sees keys at i - W < j <= i: Mistral), q/k/v biases (Qwen2) and an RMSNorm
+over each head's q and k before RoPE (Qwen3).
+
 Opt-in inspection: when the "intermediates" collection is mutable (`model.apply(...,
 mutable=["intermediates"])`), every layer also sows `attn_probs` [B, H, T, S] float32, computed by
 `attention_probs` (the explicit softmax, whatever `impl` runs the forward).
@@ -30,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rocket.config.arch import ArchConfig
 from rocket.config.kinds import ATTENTION_KINDS
 from rocket.layers.cache import LayerCache
 from rocket.layers.init import kernel_init
@@ -39,6 +44,7 @@ from rocket.layers.kernels import (
     pallas_cached_attention,
     resolve_impl,
 )
+from rocket.layers.norms import RMSNorm
 from rocket.layers.rope import apply_rope
 from rocket.layers.softplus import softplus_attention
 
@@ -138,6 +144,14 @@ def make_block_mask(
     return mask
 
 
+def window_mask(q_pos_bt: jax.Array, k_pos_bs: jax.Array, window: int | None) -> jax.Array | bool:
+    """bool[B, T, S]: key position j is within the sliding window of query position i (i - j < W);
+    True when there is no window."""
+    if window is None:
+        return True
+    return (q_pos_bt[:, :, None] - k_pos_bs[:, None, :]) < window
+
+
 class Attention(nn.Module):
     """Multi-head attention with GQA and RoPE: x[B, T, D] -> (y[B, T, D], (k, v) of the block).
 
@@ -158,6 +172,8 @@ class Attention(nn.Module):
     kind: str = "softmax"
     power: float | None = None
     projection: LinearFactory | None = None
+    arch: ArchConfig = ArchConfig()
+    norm_eps: float = 1e-6
 
     def _project_in(self, name: str, x_btd: jax.Array, heads: int, head_names: tuple[str, str]) -> jax.Array:
         """x[B, T, D] -> [B, T, heads, D_h] through a weight matrix or a Pattention."""
@@ -166,7 +182,11 @@ class Attention(nn.Module):
         if self.projection is not None:
             return self.projection(heads * dh, ("embed", head_names[0]), name)(x_btd).reshape(b, t, heads, dh)
         w = self.param(name, kernel_init(("embed", *head_names)), (d, heads, dh), self.param_dtype)
-        return jnp.einsum("btd,dhk->bthk", x_btd, w.astype(self.dtype))
+        y_bthd = jnp.einsum("btd,dhk->bthk", x_btd, w.astype(self.dtype))
+        if self.arch.qkv_bias:
+            init = nn.with_logical_partitioning(nn.initializers.zeros, head_names)
+            y_bthd = y_bthd + self.param(f"{name}_bias", init, (heads, dh), self.param_dtype).astype(self.dtype)
+        return y_bthd
 
     def _project_out(self, out_bthd: jax.Array, d: int) -> jax.Array:
         """[B, T, H, D_h] -> [B, T, D] through the output matrix or a Pattention."""
@@ -204,6 +224,9 @@ class Attention(nn.Module):
         d = x_btd.shape[-1]
         x = x_btd.astype(self.dtype)
         rope_at_read = cache is not None and cache.rope_at_read
+        window, rope = self.arch.sliding_window, self.arch.rope
+        if window is not None:  # the mask is no longer exactly causal
+            causal_segment_ids_bt = None
         q_bthd = self._project_in("wq", x, self.n_heads, ("heads", "head_dim"))
         if shared_kv is None:
             k_bthd = self._project_in("wk", x, self.n_kv_heads, ("kv_heads", "head_dim"))
@@ -211,30 +234,38 @@ class Attention(nn.Module):
             k_positions_bt = positions_bt
         else:  # keys as returned: before RoPE iff the cache rotates at read time
             k_bthd, v_bthd, k_positions_bt = shared_kv
-        q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta)
+        if self.arch.qk_norm:
+            qk_norm = lambda name: RMSNorm(self.norm_eps, self.dtype, self.param_dtype, self.arch.norm_offset, name=name)
+            q_bthd = qk_norm("q_norm")(q_bthd)
+            if shared_kv is None:
+                k_bthd = qk_norm("k_norm")(k_bthd)
+        q_bthd = apply_rope(q_bthd, positions_bt, self.rope_theta, rope)
         k_raw_bthd = k_bthd  # returned instead of the rotated keys for caches that rotate at read time
         if shared_kv is None or rope_at_read:
-            k_bthd = apply_rope(k_bthd, k_positions_bt, self.rope_theta)
+            k_bthd = apply_rope(k_bthd, k_positions_bt, self.rope_theta, rope)
         q_bthd = nn.with_logical_constraint(
             q_bthd, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
         )
 
         same_len = k_bthd.shape[1] == q_bthd.shape[1]  # the split-K kernel's in-flight block is the queries'
         fused = resolve_impl(self.impl) == "pallas" and self.kind in FUSED_ATTENTION_KINDS
-        if cache is not None and not rope_at_read and same_len and fused:
+        if cache is not None and not rope_at_read and same_len and fused and window is None:
             out_bthd = pallas_cached_attention(  # split-K kernel over the cache
                 q_bthd, cache, k_bthd, v_bthd, block_mask_btt, positions_bt, kind=self.kind, power=self.power
             )
         else:
             if cache is None:
-                keys, values, mask = k_bthd, v_bthd, block_mask_btt
+                keys, values = k_bthd, v_bthd
+                mask = block_mask_btt & window_mask(positions_bt, k_positions_bt, window)
             else:  # committed slots first, then the in-flight block
                 cache_k = cache.k.astype(self.dtype)
                 if rope_at_read:  # streaming: slot_pos are cache-relative positions
-                    cache_k = apply_rope(cache_k, cache.slot_pos, self.rope_theta)
+                    cache_k = apply_rope(cache_k, cache.slot_pos, self.rope_theta, rope)
                 keys = jnp.concatenate([cache_k, k_bthd], axis=1)
                 values = jnp.concatenate([cache.v.astype(self.dtype), v_bthd], axis=1)
                 mask = jnp.concatenate([cache.visible(positions_bt), block_mask_btt], axis=2)
+                k_pos_bs = jnp.concatenate([cache.slot_pos, k_positions_bt], axis=1)
+                mask = mask & window_mask(positions_bt, k_pos_bs, window)
             out_bthd = attention_fn(
                 q_bthd,
                 keys,

@@ -1,4 +1,6 @@
-"""SwiGLU feed-forward block (Shazeer, 2020, arXiv 2002.05202): W_down (silu(x W_gate) * x W_up)."""
+"""Gated feed-forward block (Shazeer, 2020, arXiv 2002.05202): W_down (act(x W_gate) * x W_up).
+
+act = silu (SwiGLU, the default) or the tanh-approximate GeLU (GeGLU, as in Gemma)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,18 @@ import jax.numpy as jnp
 from rocket.layers.init import kernel_init
 
 
+ACTIVATIONS = {"silu": nn.silu, "gelu_tanh": lambda x: nn.gelu(x, approximate=True)}
+
+
 class SwiGLU(nn.Module):
-    """x[B, T, D] -> [B, T, D] through a gated hidden layer of width F."""
+    """x[B, T, D] -> [B, T, D] through a gated hidden layer of width F (`activation`: a key of
+    `ACTIVATIONS`)."""
 
     d_ff: int
     n_layers: int = 1
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    activation: str = "silu"
 
     @nn.compact
     def __call__(self, x_btd: jax.Array) -> jax.Array:
@@ -26,6 +33,6 @@ class SwiGLU(nn.Module):
             "w_down", kernel_init(("mlp", "embed"), depth=self.n_layers), (self.d_ff, d), self.param_dtype
         )
         x = x_btd.astype(self.dtype)
-        h_btf = nn.silu(x @ w_gate_df.astype(self.dtype)) * (x @ w_up_df.astype(self.dtype))
+        h_btf = ACTIVATIONS[self.activation](x @ w_gate_df.astype(self.dtype)) * (x @ w_up_df.astype(self.dtype))
         h_btf = nn.with_logical_constraint(h_btf, ("activation_batch", "activation_length", "activation_mlp"))
         return h_btf @ w_down_fd.astype(self.dtype)

@@ -83,6 +83,7 @@ def _swiglu_ffn(cfg: ModelConfig, name: str) -> nn.Module:
         n_layers=cfg.n_layers,
         dtype=dtype,
         param_dtype=pdtype,
+        activation=cfg.arch.mlp_activation,
         name=name,
     )
 
@@ -114,4 +115,5 @@ def make_embed(cfg: ModelConfig, name: str = "embed") -> nn.Module:
         return LexinvariantEmbed(
             cfg.vocab_size, cfg.d_model, cfg.embedding.learned_prob, cfg.init_std, dtype, pdtype, name=name
         )
-    return Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dtype, pdtype, name=name)
+    scale = cfg.d_model**0.5 if cfg.arch.embed_scale else 1.0
+    return Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, dtype, pdtype, scale, name=name)

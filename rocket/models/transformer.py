@@ -5,6 +5,9 @@
   h_l = h_l + SwiGLU(RMSNorm(h_l))
   logits = RMSNorm(h_L) E^T   (tied)   or   RMSNorm(h_L) W_out   (untied), float32
 
+Family options (`model.arch`: Llama-3 RoPE scaling, sliding window, q/k/v biases, q/k norms, Gemma's
+1 + w norms, sqrt(D) embedding scale and GeGLU) are local choices of these layers.
+
 Block kinds come from the config: `mod.pattern` makes layers Mixture-of-Depths blocks
 (`rocket.models.mod.MoDBlock`, wrapping `Block`), and `mor.sharing` turns the body into a
 Mixture-of-Recursions stack of shared `Block`s (`rocket.models.mor.RecursiveStack`). Their router
@@ -61,7 +64,7 @@ class Block(nn.Module):
     ):
         cfg = self.cfg
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        norm = lambda name: RMSNorm(cfg.norm_eps, dtype, pdtype, name=name)
+        norm = lambda name: RMSNorm(cfg.norm_eps, dtype, pdtype, cfg.arch.norm_offset, name=name)
         attn = Attention(
             cfg.n_heads,
             cfg.n_kv_heads,
@@ -71,6 +74,8 @@ class Block(nn.Module):
             impl=cfg.attention.impl,
             dtype=dtype,
             param_dtype=pdtype,
+            arch=cfg.arch,
+            norm_eps=cfg.norm_eps,
             name="attn",
             **attention_kinds(cfg),
         )
@@ -157,7 +162,7 @@ class Transformer(nn.Module):
                     else jnp.stack([jnp.ones((b, t), bool) if v is None else v for v in valids])
                 )
 
-        h_btd = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(h_btd)
+        h_btd = RMSNorm(cfg.norm_eps, dtype, pdtype, cfg.arch.norm_offset, name="final_norm")(h_btd)
         if cfg.tie_embeddings:
             logits_btv = embed.attend(h_btd, segment_ids)
         else:
