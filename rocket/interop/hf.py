@@ -105,22 +105,23 @@ def save_hf(cfg: ModelConfig, params: Any, tokenizer: Tokenizer | None, path: st
     reads back bit-identically: config.json (the family `cfg`'s options name; a plain rocket dense
     model is a Llama), model.safetensors, and tokenizer.json + tokenizer_config.json (an
     `HFTokenizer` as loaded, or rocket's byte tokenizer as a byte-level BPE without merges)."""
-    os.makedirs(path, exist_ok=True)
     bos = None if tokenizer is None else tokenizer.bos_id
     eos = getattr(tokenizer, "eos_id", None)
     hf = hf_config_from_model(cfg, bos_id=bos, eos_id=eos)  # refuses what HF cannot express, first
+    try:
+        data = None if tokenizer is None else tokenizer_json(tokenizer)
+    except DataError as e:
+        raise InteropError(f"tokenizer: {e}") from None
+    params = nn.meta.unbox(params)
     expected = {spec.path for spec in tensor_table(cfg)}
     found = {tuple(k.key for k in kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
     if found != expected:
         raise InteropError(f"params: tree does not match the model config (extra/missing: {found ^ expected})")
+    os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config.json"), "w") as fh:
         json.dump(hf, fh, indent=2)
     write_tensors(cfg, params, path)
-    if tokenizer is not None:
-        try:
-            data = tokenizer_json(tokenizer)
-        except DataError as e:
-            raise InteropError(f"tokenizer: {e}") from None
+    if data is not None:
         with open(os.path.join(path, "tokenizer.json"), "wb") as fh:
             fh.write(data)
         written = HFTokenizer(data)
