@@ -4,7 +4,8 @@ Restores a `rocket.train` run with `rocket.train.restore.restore_run` (the param
 checkpoint, or of `--step`, and the config saved with it), decodes `--prompt` with any method of
 `rocket.decode.METHODS`, and prints the text, tokens/s (warm: the second, compiled call) and the
 method's stats (mean accepted tokens per target call, acceptance rate, calls per token).
-Speculative methods need `--draft_checkpoint` (a run with the same tokenizer). `--temperature 0`
+Speculative methods need `--draft_checkpoint` (a run with the same tokenizer). `--hf DIR_OR_HUB_ID`
+decodes a Hugging Face model instead (`--hf_draft`: its draft, with an identical vocabulary). `--temperature 0`
 (the default) decodes greedily.
 """
 
@@ -17,6 +18,8 @@ import time
 from absl import app, flags, logging
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Run workdir (or its checkpoints/ directory).")
+_HF = flags.DEFINE_string("hf", None, "A Hugging Face model directory or hub id (instead of --checkpoint).")
+_HF_DRAFT = flags.DEFINE_string("hf_draft", None, "A Hugging Face draft model with the same vocabulary.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _DRAFT = flags.DEFINE_string("draft_checkpoint", None, "Draft run workdir (speculative methods).")
 _METHOD = flags.DEFINE_string("method", "ar", "Decoding method (a name in rocket.decode.METHODS).")
@@ -26,7 +29,6 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "Sampling temperature; 0 =
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Top-k filter (0 = off).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus filter (1 = off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.mark_flag_as_required("checkpoint")
 
 
 def main(argv: list[str]) -> None:
@@ -41,6 +43,7 @@ def main(argv: list[str]) -> None:
     from rocket.config import ConfigError
     from rocket.data import DataError
     from rocket.decode import ModelStep, SamplerConfig, decode_stats, generate, resolve_method
+    from rocket.interop.decoding import load_hf_steps
     from rocket.train.checkpoint import CheckpointError
     from rocket.train.restore import restore_run
     from rocket.utils import enable_compilation_cache
@@ -48,11 +51,16 @@ def main(argv: list[str]) -> None:
     enable_compilation_cache()
     try:
         method = resolve_method(_METHOD.value)
-        restored = restore_run(_CHECKPOINT.value, _STEP.value)
-        tokenizer = restored.tokenizer()
-        target = ModelStep(restored.model, {"params": restored.params})
-        draft = None
-        if _DRAFT.value:
+        if bool(_HF.value) == bool(_CHECKPOINT.value):
+            raise ValueError("give exactly one of --checkpoint and --hf")
+        if _HF.value:
+            target, draft, tokenizer = load_hf_steps(_HF.value, _HF_DRAFT.value)
+        else:
+            restored = restore_run(_CHECKPOINT.value, _STEP.value)
+            tokenizer = restored.tokenizer()
+            target = ModelStep(restored.model, {"params": restored.params})
+            draft = None
+        if _DRAFT.value and not _HF.value:
             draft_run = restore_run(_DRAFT.value)
             draft = ModelStep(draft_run.model, {"params": draft_run.params})
     except (ConfigError, DataError, CheckpointError, ValueError) as e:
@@ -73,6 +81,7 @@ def main(argv: list[str]) -> None:
         method=method,
         sampler=sampler,
         draft=draft,
+        eos_id=getattr(tokenizer, "eos_id", None),
     )
     try:
         t0 = time.perf_counter()

@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from rocket.data import ByteTokenizer, HFTokenizer
+from rocket.data import ByteTokenizer
 from rocket.interop import InteropError, family_of, load_hf, save_hf
 from rocket.models import Transformer
 from tests.helpers import positions_for, tiny_cfg, tiny_model
@@ -100,11 +99,3 @@ def test_transformers_loads_the_export_with_the_same_logits(tmp_path):
     fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "byte")
     assert fast("déf (x)")["input_ids"] == ByteTokenizer().encode("déf (x)").tolist()
 
-
-def test_hf_tokenizer_kind_is_exact_on_bytes():
-    tok = HFTokenizer.load(fixture("qwen2")[0])
-    text = "The quick brown fox é ü — 雪 def main(argv):\n    return sorted(argv)"
-    ids = tok.encode(text)
-    assert tok.decode_bytes(ids) == text.encode() and int(tok.token_num_bytes[ids].sum()) == len(text.encode())
-    assert tok.token_num_bytes[0] == tok.token_num_bytes[1] == 0  # specials count no bytes
-    assert dataclasses.is_dataclass(tok) is False and tok.name == "hf"

@@ -50,7 +50,7 @@ def resolve(path: str) -> str:
         raise InteropError(f"{path}: cannot download from the Hugging Face hub ({type(e).__name__})") from None
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def read_json(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise InteropError(f"{path}: missing")
     try:
@@ -80,7 +80,7 @@ def load_hf(
     """
     directory = resolve(path)
     config_file = os.path.join(directory, "config.json")
-    hf = _read_json(config_file)
+    hf = read_json(config_file)
     cfg = model_config_from_hf(hf, config_file, dtype=dtype)
     shardings = param_shardings(cfg, mesh) if mesh is not None else None
     params: dict[str, Any] = {}

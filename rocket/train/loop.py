@@ -25,6 +25,7 @@ from rocket.config.legacy import upgrade
 from rocket.data import build_data
 from rocket.data.decomposition import DecompositionSpec
 from rocket.decode import ModelStep, SamplerConfig, generate
+from rocket.interop.training import hf_experiment, initial_params, tokenizer_name
 from rocket.models import Transformer, flops_per_token, param_count
 from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
 from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, matmul_dtype, mfu, peak_flops
@@ -223,7 +224,7 @@ def _build_data(cfg: ExperimentConfig) -> Any:
         raise ConfigError("data.batch_size", f"{dc.batch_size} is not divisible by {n_proc} processes")
     data = build_data(
         dc.corpus,
-        dc.tokenizer,
+        tokenizer_name(cfg),
         seq_len=dc.seq_len,
         batch_size=dc.batch_size // n_proc,
         seed=cfg.train.seed,
@@ -259,7 +260,12 @@ def _restore_or_init(
     """The latest complete checkpoint (params, optimizer, step, RNG, this host's data position) or
     a fresh state."""
     if ckpt.latest_step() is None:
-        return trainer.init(cfg.train.seed)
+        state = trainer.init(cfg.train.seed)
+        if not cfg.model.init_from:
+            return state
+        params = initial_params(cfg, trainer.mesh)  # fine-tuning: start from a HF checkpoint
+        say(f"initialised from {cfg.model.init_from}")
+        return dataclasses.replace(state, params=params, ema_params=None if state.ema_params is None else params)
     state, data_state, meta = ckpt.restore(None, trainer.abstract_state())
     per_host = data_state["processes"]
     if len(per_host) != jax.process_count():
@@ -278,6 +284,7 @@ def _restore_or_init(
 def train(cfg: ExperimentConfig) -> dict[str, Any]:
     """Runs (or resumes) the experiment; returns the final metrics and where outputs went."""
     parallel.maybe_initialize_distributed()
+    cfg = hf_experiment(cfg)  # model.init_from: the architecture of the HF checkpoint
     tc, dc = cfg.train, cfg.data
     lead = jax.process_index() == 0
     say = tqdm.write if lead else (lambda *a, **k: None)  # tqdm.write keeps the progress bar intact

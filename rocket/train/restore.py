@@ -30,6 +30,7 @@ import jax
 from rocket import parallel
 from rocket.config import ExperimentConfig, saved_config
 from rocket.data import Tokenizer, get_tokenizer, prepare_corpus
+from rocket.interop.training import tokenizer_name
 from rocket.models import Transformer
 from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
 from rocket.train.step import init_params
@@ -54,14 +55,14 @@ class RestoredRun:
     def tokenizer(self) -> Tokenizer:
         """The run's tokenizer. Built on each call (keep the result): a sentencepiece tokenizer
         needs the prepared corpus (both are cached on disk after the first time)."""
-        dc = self.config.data
+        dc, name = self.config.data, tokenizer_name(self.config)
         cache_dir = dc.cache_dir or None
         corpus = (
             None
-            if dc.tokenizer == "byte"
+            if name != "sentencepiece"
             else prepare_corpus(dc.corpus, val_fraction=dc.val_fraction, cache_dir=cache_dir)
         )
-        return get_tokenizer(dc.tokenizer, corpus=corpus, vocab_size=dc.spm_vocab_size, cache_dir=cache_dir)
+        return get_tokenizer(name, corpus=corpus, vocab_size=dc.spm_vocab_size, cache_dir=cache_dir)
 
 
 def abstract_params(cfg: ExperimentConfig, mesh: jax.sharding.Mesh) -> Any:
