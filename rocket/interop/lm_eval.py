@@ -21,6 +21,7 @@ so few compiles); `RocketLM` itself needs no lm_eval (the default tests call it 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -141,23 +142,36 @@ class RocketLM:
         return out
 
     def generate_until(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[str]:
-        return [self._generate_one(*req.args) for req in requests]
+        """Requests with the same generation arguments run together, `batch_size` rows per call."""
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
+        out = [""] * len(requests)
+        for index in groups.values():
+            for s in range(0, len(index), self.batch_size):
+                rows = index[s : s + self.batch_size]
+                texts = self._generate([requests[i].args[0] for i in rows], requests[rows[0]].args[1])
+                for i, text in zip(rows, texts):
+                    out[i] = text
+        return out
 
-    def _generate_one(self, context: str, gen_kwargs: dict[str, Any]) -> str:
+    def _generate(self, contexts: list[str], gen_kwargs: dict[str, Any]) -> list[str]:
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
         temperature = float(gen_kwargs.get("temperature", 0.0))
         sample = bool(gen_kwargs.get("do_sample", False)) and temperature > 0
         sampler = SamplerConfig(temperature=temperature) if sample else SamplerConfig(greedy=True)
-        prompt = [self.tokenizer.bos_id] + self.tokenizer.encode(context).tolist()
-        prompt = prompt[-(self.max_length - max_new - self.method.block_width) :]
-        padded = np.zeros((1, BUCKET * -(-len(prompt) // BUCKET)), np.int32)
-        padded[0, : len(prompt)] = prompt
-        out = generate(
+        keep = self.max_length - max_new - self.method.block_width
+        prompts = [([self.tokenizer.bos_id] + self.tokenizer.encode(c).tolist())[-keep:] for c in contexts]
+        padded = np.zeros((self.batch_size, BUCKET * -(-max(map(len, prompts)) // BUCKET)), np.int32)
+        lengths = np.ones((self.batch_size,), np.int32)  # unused rows: a one-token prompt
+        for i, prompt in enumerate(prompts):
+            padded[i, : len(prompt)], lengths[i] = prompt, len(prompt)
+        result = generate(
             self.target,
             jnp.asarray(padded),
-            jnp.array([len(prompt)]),
+            jnp.asarray(lengths),
             jax.random.key(int(gen_kwargs.get("seed", 0))),
             max_new_tokens=max_new,
             method=self.method,
@@ -165,9 +179,12 @@ class RocketLM:
             draft=self.draft,
             eos_id=getattr(self.tokenizer, "eos_id", None),
         )
-        text = self.tokenizer.decode(np.asarray(out.tokens[0, : int(out.n_tokens[0])]))
-        cut = min([text.find(u) for u in until if u and u in text], default=len(text))
-        return text[:cut]
+        tokens, n_tokens = np.asarray(result.tokens), np.asarray(result.n_tokens)
+        texts = []
+        for i in range(len(prompts)):
+            text = self.tokenizer.decode(tokens[i, : n_tokens[i]])
+            texts.append(text[: min([text.find(u) for u in until if u and u in text], default=len(text))])
+        return texts
 
 
 def register() -> type:
