@@ -1,6 +1,7 @@
 """Speculative decoding and Token Recycling vs autoregressive decoding, side by side in one run.
 
   python -m experiments.bench_decode [--workdir runs/bench_decode] [--steps 400] [--max_new_tokens 96]
+  python -m experiments.bench_decode --hf HuggingFaceTB/SmolLM2-360M --hf_draft HuggingFaceTB/SmolLM2-135M
 
 Trains (or, when `--workdir` already holds the runs, loads) a byte-level target (6 layers) and 1- and
 2-layer drafts on the built-in corpus (this Python's standard library) with rocket.train, then
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 
 from experiments.lib.decode_bench import PROMPTS, measure, train_or_load
+from experiments.lib.decode_models import add_hf_flags, hf_models
 from rocket.decode import Autoregressive, DySpec, SamplerConfig, Speculative, TokenRecycling
 from rocket.utils import enable_compilation_cache
 
@@ -34,15 +36,19 @@ def main() -> None:
     ap.add_argument("--max_new_tokens", type=int, default=96)
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first N prompts")
     ap.add_argument("--repeats", type=int, default=5, help="timings per prompt / per call (best kept)")
+    add_hf_flags(ap)
     args = ap.parse_args()
     enable_compilation_cache()
     prompts = PROMPTS[: args.prompts]
-    target, tok, _ = train_or_load(args.workdir, "target_6l", 6, args.steps)
-    models = {
-        "target": target,
-        "1L": train_or_load(args.workdir, "draft_1l", 1, args.steps)[0],
-        "2L": train_or_load(args.workdir, "draft_2l", 2, args.steps)[0],
-    }
+    if args.hf:  # real checkpoints: the one draft fills both draft slots
+        models, tok = hf_models(args.hf, args.hf_draft, ("1L", "2L"))
+    else:
+        target, tok, _ = train_or_load(args.workdir, "target_6l", 6, args.steps)
+        models = {
+            "target": target,
+            "1L": train_or_load(args.workdir, "draft_1l", 1, args.steps)[0],
+            "2L": train_or_load(args.workdir, "draft_2l", 2, args.steps)[0],
+        }
     greedy, t07 = SamplerConfig(greedy=True), SamplerConfig(temperature=0.7)
     chain2, chain4 = Speculative(branching=(1, 1)), Speculative(branching=(1, 1, 1, 1))
     rsd = Speculative(branching=(3, 2, 1), sampling="without_replacement")
@@ -63,6 +69,7 @@ def main() -> None:
         ("token recycling 2.2.2, T=0.7", TokenRecycling(), None, t07),
     ]
 
+    runs = [r for r in runs if r[2] is None or r[2] in models]  # --hf without --hf_draft: no drafts
     results = measure(runs, models, tok, prompts, args.max_new_tokens, args.repeats)
     print("\nsample (target greedy): " + repr(PROMPTS[0] + tok.decode(results[0]["tokens"][0])))
 

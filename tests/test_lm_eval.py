@@ -93,4 +93,4 @@ def test_from_args_needs_one_model():
     with pytest.raises(ValueError, match="exactly one of pretrained"):
         RocketLM.from_args()
     lm = RocketLM.from_args(pretrained=fixture("qwen2")[0], batch_size=4)
-    assert lm.max_length == 64 and lm.batch_size == 4
+    assert lm.max_length == 128 and lm.batch_size == 4

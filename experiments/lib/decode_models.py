@@ -1,19 +1,24 @@
-"""Small models trained on the built-in corpus for the decoding benchmarks (cached under runs/).
+"""Models for the decoding benchmarks: small ones trained on the built-in corpus (cached under runs/),
+or real Hugging Face checkpoints.
 
 `trained_model(tokenizer, steps)` trains (or loads) a 4-layer d=128 decoder with context 128 on the
 standard-library corpus with the real `Trainer` step, and returns (model, variables, tokenizer, data).
+`hf_models(target, draft, slots)` loads a Hugging Face target and draft (`--hf` / `--hf_draft`).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import flax.serialization
 import jax
 
 from rocket.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
 from rocket.data import build_data
+from rocket.decode import ModelStep
+from rocket.interop.decoding import load_hf_steps
 from rocket.models import Transformer
 from rocket.train.loop import Trainer
 
@@ -61,3 +66,19 @@ def trained_model(tokenizer: str, steps: int, workdir: str = "runs/decode_transf
     ev = trainer.evaluate(params, probe.eval_batches)
     print(f"  [{tokenizer}] eval loss {ev['loss']:.3f}, bits/byte {ev['bits_per_byte']:.3f}", flush=True)
     return Transformer(cfg.model), {"params": params}, probe.tokenizer, probe
+
+
+def hf_models(target: str, draft: str | None, slots: tuple[str, ...]) -> tuple[dict[str, ModelStep], Any]:
+    """({"target": step, slot: draft step for every slot}, tokenizer) of Hugging Face checkpoints
+    (directories or hub ids); no slots without a draft. The draft's vocabulary must be the target's."""
+    target_step, draft_step, tokenizer = load_hf_steps(target, draft)
+    models = {"target": target_step}
+    if draft_step is not None:
+        models |= dict.fromkeys(slots, draft_step)
+    return models, tokenizer
+
+
+def add_hf_flags(parser: Any) -> None:
+    """`--hf TARGET --hf_draft DRAFT`: decode Hugging Face checkpoints instead of the trained models."""
+    parser.add_argument("--hf", help="a Hugging Face target (directory or hub id) instead of trained models")
+    parser.add_argument("--hf_draft", help="its draft, with the same vocabulary (e.g. SmolLM2-135M)")
