@@ -40,7 +40,9 @@ def main(argv: list[str]) -> None:
     except (ConfigError, DataError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(f"step {run.step} of {_CHECKPOINT.value} -> {_OUT.value} ({', '.join(sorted(os.listdir(_OUT.value)))})")
+    print(
+        f"step {run.step} of {_CHECKPOINT.value} -> {_OUT.value} ({', '.join(sorted(os.listdir(_OUT.value)))})"
+    )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,16 @@ def test_init_from_builds_the_checkpoints_model_and_starts_from_its_weights(tmp_
     assert run_cfg.model == dataclasses.replace(
         want_cfg, remat="full", init_from="hf:" + os.path.abspath(path)
     )  # the checkpoint's architecture, the run's execution choices
-    assert isinstance(jax.tree.leaves(want)[0], jax.Array) and tokenizer_name(run_cfg) == run_cfg.model.init_from
+    assert (
+        isinstance(jax.tree.leaves(want)[0], jax.Array) and tokenizer_name(run_cfg) == run_cfg.model.init_from
+    )
     trainer = Trainer.build(run_cfg)
     state = _restore_or_init(run_cfg, trainer, Checkpointer(str(tmp_path / "ckpt")), None, lambda *a: None)
     jax.tree.map(np.testing.assert_array_equal, state.params, want)
     bad = dataclasses.replace(cfg, model=ModelConfig(init_from="hf:" + str(tmp_path / "none")))
-    with pytest.raises(ConfigError, match=r"^config field 'model.init_from': .*none: no such model directory$"):
+    with pytest.raises(
+        ConfigError, match=r"^config field 'model.init_from': .*none: no such model directory$"
+    ):
         hf_experiment(bad)
     with pytest.raises(ConfigError, match="init_from.*must be .. or .hf:PATH."):
         ModelConfig(init_from=path)  # no "hf:" prefix
@@ -58,7 +62,13 @@ def test_a_draft_with_another_vocabulary_is_refused(tmp_path):
     with pytest.raises(InteropError, match="speculative decoding needs identical vocabularies"):
         load_hf_steps(fixture("llama")[0], str(tmp_path / "byte"))
     res = subprocess.run(
-        [sys.executable, "-m", "rocket.generate", f"--hf={fixture('llama')[0]}", f"--hf_draft={tmp_path / 'byte'}"],
+        [
+            sys.executable,
+            "-m",
+            "rocket.generate",
+            f"--hf={fixture('llama')[0]}",
+            f"--hf_draft={tmp_path / 'byte'}",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -84,8 +94,12 @@ def test_export_cli_writes_a_directory_load_hf_reads_with_the_runs_logits(tmp_pa
     run = restore_run(str(workdir))
     hf_cfg, params, tok = load_hf(str(tmp_path / "hf"))
     ids = ByteTokenizer().encode("def f(x):")[None]
-    want = run.model.apply({"params": run.params}, ids, np.broadcast_to(np.arange(ids.shape[1]), ids.shape))[0]
+    want = run.model.apply({"params": run.params}, ids, np.broadcast_to(np.arange(ids.shape[1]), ids.shape))[
+        0
+    ]
     np.testing.assert_array_equal(logits_of(hf_cfg, params, ids), want)
     bad = cmd[:3] + [f"--checkpoint={tmp_path / 'nothing'}", cmd[-1]]
     res = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+    assert (
+        res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+    )

@@ -1,11 +1,11 @@
 """Hugging Face export (`rocket.interop.save_hf`): round trips and what cannot be exported.
 
-  * every fixture family: load_hf -> save_hf -> load_hf is bit-identical (config, params, tokenizer);
-  * a rocket-trained dense byte model exports as a Llama with a byte-level tokenizer.json that
-    encodes exactly like rocket's byte tokenizer, and reads back with the same logits;
-  * models HF cannot express (MoD, TokenFormer, mixed family options) are refused naming the field;
-  * only when `transformers` is importable: transformers loads each export and gives the reference
-    logits (tests/fixtures/make_hf_fixtures.py's numbers) to 1e-4.
+* every fixture family: load_hf -> save_hf -> load_hf is bit-identical (config, params, tokenizer);
+* a rocket-trained dense byte model exports as a Llama with a byte-level tokenizer.json that
+  encodes exactly like rocket's byte tokenizer, and reads back with the same logits;
+* models HF cannot express (MoD, TokenFormer, mixed family options) are refused naming the field;
+* only when `transformers` is importable: transformers loads each export and gives the reference
+  logits (tests/fixtures/make_hf_fixtures.py's numbers) to 1e-4.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pytest
 
 from rocket.data import ByteTokenizer
 from rocket.interop import InteropError, family_of, load_hf, save_hf
-from rocket.models import Transformer
 from tests.helpers import positions_for, tiny_cfg, tiny_model
 from tests.test_hf_import import FAMILIES, fixture, logits_of
 
@@ -83,7 +82,9 @@ def test_transformers_loads_the_export_with_the_same_logits(tmp_path):
         cfg, params, tok = load_hf(path)
         out = tmp_path / family
         save_hf(cfg, params, tok, str(out))
-        hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager")
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            out, dtype=torch.float32, attn_implementation="eager"
+        )
         with torch.no_grad():
             logits = hf(torch.tensor(ref["input_ids"], dtype=torch.long)).logits.numpy()
         np.testing.assert_allclose(logits, ref["logits"], atol=1e-4, rtol=0, err_msg=family)
@@ -98,4 +99,3 @@ def test_transformers_loads_the_export_with_the_same_logits(tmp_path):
     np.testing.assert_allclose(logits, model.apply(variables, ids, positions_for(ids))[0], atol=1e-4, rtol=0)
     fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "byte")
     assert fast("déf (x)")["input_ids"] == ByteTokenizer().encode("déf (x)").tolist()
-

@@ -133,7 +133,9 @@ def test_sharded_safetensors_with_index_load_the_same_params(tmp_path):
         file = f"model-{i + 1:05d}-of-00002.safetensors"
         save_file({n: tensors[n] for n in part}, tmp_path / file, metadata={"format": "pt"})
         weight_map |= dict.fromkeys(part, file)
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
     for f in ("config.json", "tokenizer.json"):
         shutil.copy(os.path.join(src, f), tmp_path / f)
     cfg, params, _ = load_hf(str(tmp_path))
@@ -178,7 +180,10 @@ def _broken(tmp_path, family="llama", config=None, drop=(), write=None) -> str:
         ),
         (dict(config={"attention_bias": True}), r"config\.json: field 'attention_bias'"),
         (dict(config={"hidden_act": "relu"}), r"config\.json: field 'hidden_act'"),
-        (dict(config={"intermediate_size": 64}), r"model\.safetensors: tensor 'model\.layers\.0\.mlp\.gate_proj\.weight' has shape \(48, 32\), config\.json implies \(64, 32\)"),
+        (
+            dict(config={"intermediate_size": 64}),
+            r"model\.safetensors: tensor 'model\.layers\.0\.mlp\.gate_proj\.weight' has shape \(48, 32\), config\.json implies \(64, 32\)",
+        ),
         (dict(config={"vocab_size": 100}), r"has shape \(288, 32\), config\.json implies \(100, 32\)"),
         (dict(drop=["config.json"]), r"config\.json: missing"),
         (dict(drop=["tokenizer.json"]), r"tokenizer\.json: no such tokenizer file"),
@@ -187,9 +192,18 @@ def _broken(tmp_path, family="llama", config=None, drop=(), write=None) -> str:
             dict(drop=["model.safetensors"], write={"pytorch_model.bin": b"\x80\x02}q\x00."}),
             r"pytorch_model\.bin: pickled PyTorch weights are not read",
         ),
-        (dict(write={"model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{not json"}), r"model\.safetensors: not a readable safetensors file"),
-        (dict(write={"tokenizer.json": b"{"}), r"tokenizer\.json: tokenizer\.json cannot be parsed|tokenizer\.json.*cannot be parsed"),
-        (dict(config={"num_hidden_layers": 3}), r"tensor 'model\.layers\.2\.self_attn\.q_proj\.weight' is missing"),
+        (
+            dict(write={"model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{not json"}),
+            r"model\.safetensors: not a readable safetensors file",
+        ),
+        (
+            dict(write={"tokenizer.json": b"{"}),
+            r"tokenizer\.json: tokenizer\.json cannot be parsed|tokenizer\.json.*cannot be parsed",
+        ),
+        (
+            dict(config={"num_hidden_layers": 3}),
+            r"tensor 'model\.layers\.2\.self_attn\.q_proj\.weight' is missing",
+        ),
     ],
 )
 def test_bad_inputs_are_one_line_errors_naming_the_file_or_field(tmp_path, change, message):
@@ -207,11 +221,14 @@ def test_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path):
     tensors = load_file(os.path.join(path, "model.safetensors"))
     tensors["model.embed_tokens.weight"] = tensors["model.embed_tokens.weight"][:280]
     save_file(tensors, os.path.join(path, "model.safetensors"))
-    with pytest.raises(InteropError, match=r"tokenizer\.json: 288 tokens, more than config\.json's vocab_size=280"):
+    with pytest.raises(
+        InteropError, match=r"tokenizer\.json: 288 tokens, more than config\.json's vocab_size=280"
+    ):
         load_hf(path)
 
 
-def test_hub_ids_need_huggingface_hub_or_the_network():
+def test_hub_ids_need_huggingface_hub_or_the_network(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network (read when the hub client loads)
     with pytest.raises(InteropError, match=r"^no/such-model: ") as e:
         load_hf("no/such-model")  # offline: not installed, or the download fails
     assert "\n" not in str(e.value)

@@ -56,7 +56,12 @@ def test_sharded_import_on_8_devices_gives_the_reference_logits(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     out = tmp_path / "logits.npy"
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, path, str(out)], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240
+        [sys.executable, "-c", CHILD, path, str(out)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]

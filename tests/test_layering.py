@@ -33,10 +33,10 @@ LEVELS: dict[str, int] = {
     "rocket.decode.methods": 7,
     "rocket.decode.generate": 8,
     "rocket.interop": 8,  # Hugging Face checkpoints in and out
-    "rocket.interop.lm_eval": 10,  # the lm-evaluation-harness adapter (reads rocket.train's runs)
     "rocket.train": 9,
     "rocket.generate": 10,
     "rocket.export": 10,
+    "rocket.interop.lm_eval": 10,  # the lm-evaluation-harness adapter (reads rocket.train's runs)
     "experiments.lib": 11,
     "experiments": 12,
 }
@@ -139,6 +139,10 @@ def test_implementation_tables_match_their_config_choices():
 
     assert {"none", *transformer._REMAT_POLICIES} == set(choices_of(ModelConfig, "remat"))
     assert {"none", *reweighting.STRATEGIES} == set(choices_of(LossConfig, "reweight"))
+    from rocket.config import ArchConfig
+    from rocket.layers import mlp
+
+    assert set(mlp.ACTIVATIONS) == set(choices_of(ArchConfig, "mlp_activation"))
     from pallas_kernels.flash_attention.reference import KINDS
     from rocket.layers.kernels import FUSED_ATTENTION_KINDS
 

@@ -44,7 +44,11 @@ def own_loglikelihood(step, tok, context: list[int], continuation: list[int]) ->
 def test_loglikelihood_equals_rockets_own_scoring(llama):
     target, _, tok = llama
     lm = RocketLM(target, tok, batch_size=2)
-    pairs = [("The quick brown", " fox jumps"), ("def main(argv):\n    ", "return sorted(argv)"), ("Spec", "ulative")]
+    pairs = [
+        ("The quick brown", " fox jumps"),
+        ("def main(argv):\n    ", "return sorted(argv)"),
+        ("Spec", "ulative"),
+    ]
     got = lm.loglikelihood([Request(p) for p in pairs])
     for (context, continuation), (logp, greedy) in zip(pairs, got):
         ctx, cont = encode_pair(tok, context, continuation)
@@ -59,7 +63,7 @@ def test_loglikelihood_rolling_scores_every_token_once(llama):
     text = "The quick brown fox jumps over the lazy dog. def main(argv): return sorted(argv)"
     full = RocketLM(target, tok, batch_size=2)
     (rolling,) = full.loglikelihood_rolling([Request((text,))])
-    (whole, _), = full.loglikelihood([Request(("", text))])
+    ((whole, _),) = full.loglikelihood([Request(("", text))])
     assert rolling == pytest.approx(whole, abs=1e-4)
     short = RocketLM(target, tok, batch_size=2, max_length=12)
     ids = [tok.bos_id] + tok.encode(text).tolist()
@@ -72,7 +76,9 @@ def test_loglikelihood_rolling_scores_every_token_once(llama):
         lm = rocket_next_token_logprobs(target.module, target.variables, ids[lo], bucket=16, batch=16)
         rows = lm([tuple(ids[lo + 1 : j]) for j in range(start, end)])
         want += sum(rows[k, ids[j]] for k, j in enumerate(range(start, end)))
-    assert windowed == pytest.approx(want, abs=1e-3) and abs(windowed - rolling) > 0.1  # the windows cut context
+    assert (
+        windowed == pytest.approx(want, abs=1e-3) and abs(windowed - rolling) > 0.1
+    )  # the windows cut context
 
 
 def test_generate_until_is_the_engines_greedy_text_cut_at_until(llama):

@@ -44,7 +44,9 @@ def test_tiny_local_tasks_through_lm_eval(monkeypatch):
     for sample in mc:
         requests = [Request(tuple(args)) for args in sample["arguments"]]
         harness = [tuple(r[0]) for r in sample["resps"]]
-        assert [ll for ll, _ in harness] == pytest.approx([ll for ll, _ in own.loglikelihood(requests)], abs=1e-6)
+        assert [ll for ll, _ in harness] == pytest.approx(
+            [ll for ll, _ in own.loglikelihood(requests)], abs=1e-6
+        )
     gen = results["samples"]["rocket_tiny_gen"]
     requests = [Request(tuple(s["arguments"][0])) for s in gen]
     assert [s["resps"][0][0] for s in gen] == own.generate_until(requests)

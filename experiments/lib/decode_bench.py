@@ -129,7 +129,11 @@ def run_method(
     (the minimum is robust to other processes on a shared machine)."""
     encoded = [np.concatenate([[tokenizer.bos_id], tokenizer.encode(p)]).astype(np.int32) for p in prompts]
     width = max(len(e) for e in encoded)
-    carry = jnp.zeros((258, method.k), jnp.int32) if isinstance(method, TokenRecycling) else None
+    carry = (
+        jnp.zeros((target.spec.vocab_size, method.k), jnp.int32)
+        if isinstance(method, TokenRecycling)
+        else None
+    )
 
     def call(e, key, carry):
         prompt = jnp.asarray(np.pad(e, (0, width - len(e))))[None]

@@ -74,4 +74,9 @@ class ArchConfig(Section):
         """Llama-3 scaling as (factor, low_freq_factor, high_freq_factor, original_max_len), or None."""
         if self.rope_scaling == "none":
             return None
-        return (self.rope_factor, self.rope_low_freq_factor, self.rope_high_freq_factor, self.rope_original_max_len)
+        return (
+            self.rope_factor,
+            self.rope_low_freq_factor,
+            self.rope_high_freq_factor,
+            self.rope_original_max_len,
+        )

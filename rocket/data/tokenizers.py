@@ -174,7 +174,9 @@ class HFTokenizer:
 
     name = "hf"
 
-    def __init__(self, tokenizer_json: bytes, *, bos_id: int | None = None, eos_id: int | None = None) -> None:
+    def __init__(
+        self, tokenizer_json: bytes, *, bos_id: int | None = None, eos_id: int | None = None
+    ) -> None:
         from tokenizers import Tokenizer as _Tokenizer  # local: keep `import rocket.data` light
 
         self.model_proto = tokenizer_json  # hashed into token-cache keys (rocket.data.tokens)

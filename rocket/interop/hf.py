@@ -47,7 +47,9 @@ def resolve(path: str) -> str:
     try:
         return snapshot_download(path, allow_patterns=["*.json", "*.safetensors"])
     except Exception as e:  # offline, unknown repo, gated model: the hub client's many error types
-        raise InteropError(f"{path}: cannot download from the Hugging Face hub ({type(e).__name__})") from None
+        raise InteropError(
+            f"{path}: cannot download from the Hugging Face hub (offline, or no such repo: {type(e).__name__})"
+        ) from None
 
 
 def read_json(path: str) -> dict[str, Any]:
@@ -116,7 +118,9 @@ def save_hf(cfg: ModelConfig, params: Any, tokenizer: Tokenizer | None, path: st
     expected = {spec.path for spec in tensor_table(cfg)}
     found = {tuple(k.key for k in kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
     if found != expected:
-        raise InteropError(f"params: tree does not match the model config (extra/missing: {found ^ expected})")
+        raise InteropError(
+            f"params: tree does not match the model config (extra/missing: {found ^ expected})"
+        )
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config.json"), "w") as fh:
         json.dump(hf, fh, indent=2)
@@ -126,6 +130,8 @@ def save_hf(cfg: ModelConfig, params: Any, tokenizer: Tokenizer | None, path: st
             fh.write(data)
         written = HFTokenizer(data)
         config = {"tokenizer_class": "PreTrainedTokenizerFast"}
-        config.update({k: written.piece(i) for k, i in (("bos_token", bos), ("eos_token", eos)) if i is not None})
+        config.update(
+            {k: written.piece(i) for k, i in (("bos_token", bos), ("eos_token", eos)) if i is not None}
+        )
         with open(os.path.join(path, "tokenizer_config.json"), "w") as fh:
             json.dump(config, fh, indent=2)

@@ -44,7 +44,9 @@ def _rope(hf: dict[str, Any], where: str) -> tuple[float, ArchConfig]:
     if kind == "default":
         return theta, ArchConfig()
     if kind != "llama3":
-        raise InteropError(f"{where}: rope scaling type {kind!r} is not supported (supported: default, llama3)")
+        raise InteropError(
+            f"{where}: rope scaling type {kind!r} is not supported (supported: default, llama3)"
+        )
     return theta, ArchConfig(
         rope_scaling="llama3",
         rope_factor=float(params["factor"]),
@@ -63,7 +65,9 @@ def model_config_from_hf(hf: dict[str, Any], where: str, *, dtype: str = "float3
     """The `ModelConfig` of a transformers config dict (`where`: the file, for error messages)."""
     family = hf.get("model_type")
     if family not in FAMILIES:
-        raise InteropError(f"{where}: model_type {family!r} is not supported (supported: {', '.join(FAMILIES)})")
+        raise InteropError(
+            f"{where}: model_type {family!r} is not supported (supported: {', '.join(FAMILIES)})"
+        )
     try:
         theta, arch = _rope(hf, where)
         d, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
@@ -82,10 +86,14 @@ def model_config_from_hf(hf: dict[str, Any], where: str, *, dtype: str = "float3
             "is true: per-layer sliding windows are not supported",
         )
         if family == "gemma":
-            _refuse_if(act not in _GELU_TANH, where, "hidden_act", f"is {act!r}; gemma needs gelu_pytorch_tanh")
+            _refuse_if(
+                act not in _GELU_TANH, where, "hidden_act", f"is {act!r}; gemma needs gelu_pytorch_tanh"
+            )
             arch = dataclasses.replace(arch, norm_offset=True, embed_scale=True, mlp_activation="gelu_tanh")
         else:
-            _refuse_if(act != "silu", where, "hidden_act", f"is {act!r}; only 'silu' is supported for {family}")
+            _refuse_if(
+                act != "silu", where, "hidden_act", f"is {act!r}; only 'silu' is supported for {family}"
+            )
         if family == "mistral" and hf.get("sliding_window") is not None:
             arch = dataclasses.replace(arch, sliding_window=int(hf["sliding_window"]))
         if family == "qwen2":

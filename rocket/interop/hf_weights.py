@@ -65,8 +65,8 @@ def tensor_table(cfg: ModelConfig) -> list[TensorSpec]:
     table = [TensorSpec(("embed", "embedding"), (v, d), "model.embed_tokens.weight", (v, d))]
     for i in range(cfg.n_layers):
         hf, at = f"model.layers.{i}.", (f"layers_{i}", "attn")
-        lin = lambda path, shape, name, hf_shape: TensorSpec(path, shape, hf + name, hf_shape, True)
-        norm = lambda path, name, n: TensorSpec(path + ("scale",), (n,), hf + name, (n,))
+        lin = lambda path, shape, name, hf_shape, hf=hf: TensorSpec(path, shape, hf + name, hf_shape, True)
+        norm = lambda path, name, n, hf=hf: TensorSpec(path + ("scale",), (n,), hf + name, (n,))
         table += [
             lin((*at, "wq"), (d, h, dh), "self_attn.q_proj.weight", (h * dh, d)),
             lin((*at, "wk"), (d, kv, dh), "self_attn.k_proj.weight", (kv * dh, d)),
@@ -111,7 +111,9 @@ def weight_files(directory: str) -> dict[str, str]:
                 return dict.fromkeys(fh.keys(), single)
         except Exception as e:  # safetensors raises its own SafetensorError on a corrupt header
             raise InteropError(f"{single}: not a readable safetensors file ({e})") from None
-    pickled = [f for f in sorted(os.listdir(directory)) if f.startswith("pytorch_model") and f.endswith(".bin")]
+    pickled = [
+        f for f in sorted(os.listdir(directory)) if f.startswith("pytorch_model") and f.endswith(".bin")
+    ]
     if pickled:
         raise InteropError(
             f"{os.path.join(directory, pickled[0])}: pickled PyTorch weights are not read (unsafe); convert "
@@ -165,5 +167,8 @@ def write_tensors(cfg: ModelConfig, params: Any, directory: str) -> None:
     """Writes `params` as `model.safetensors` in HF layout (tied models omit lm_head.weight)."""
     from safetensors.numpy import save_file
 
-    tensors = {spec.hf_name: spec.to_hf(np.asarray(jax.device_get(get_path(params, spec.path)))) for spec in tensor_table(cfg)}
+    tensors = {
+        spec.hf_name: spec.to_hf(np.asarray(jax.device_get(get_path(params, spec.path))))
+        for spec in tensor_table(cfg)
+    }
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})

@@ -198,7 +198,9 @@ def register() -> type:
             LM.__init__(self)
             del device  # jax places the model
             kwargs.pop("max_batch_size", None)
-            loaded = RocketLM.from_args(batch_size=int(batch_size) if str(batch_size).isdigit() else 8, **kwargs)
+            loaded = RocketLM.from_args(
+                batch_size=int(batch_size) if str(batch_size).isdigit() else 8, **kwargs
+            )
             self.__dict__.update(loaded.__dict__)
 
     return LMEvalRocket

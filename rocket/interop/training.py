@@ -30,7 +30,9 @@ def hf_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     if not mc.init_from:
         return cfg
     if mc.scan_layers:
-        raise ConfigError("model.scan_layers", "is not supported with model.init_from (per-layer checkpoints)")
+        raise ConfigError(
+            "model.scan_layers", "is not supported with model.init_from (per-layer checkpoints)"
+        )
     try:
         directory = os.path.abspath(resolve(mc.init_from[len(PREFIX) :]))
         config_file = os.path.join(directory, "config.json")

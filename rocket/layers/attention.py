@@ -185,7 +185,9 @@ class Attention(nn.Module):
         y_bthd = jnp.einsum("btd,dhk->bthk", x_btd, w.astype(self.dtype))
         if self.arch.qkv_bias:
             init = nn.with_logical_partitioning(nn.initializers.zeros, head_names)
-            y_bthd = y_bthd + self.param(f"{name}_bias", init, (heads, dh), self.param_dtype).astype(self.dtype)
+            y_bthd = y_bthd + self.param(f"{name}_bias", init, (heads, dh), self.param_dtype).astype(
+                self.dtype
+            )
         return y_bthd
 
     def _project_out(self, out_bthd: jax.Array, d: int) -> jax.Array:
@@ -235,7 +237,9 @@ class Attention(nn.Module):
         else:  # keys as returned: before RoPE iff the cache rotates at read time
             k_bthd, v_bthd, k_positions_bt = shared_kv
         if self.arch.qk_norm:
-            qk_norm = lambda name: RMSNorm(self.norm_eps, self.dtype, self.param_dtype, self.arch.norm_offset, name=name)
+            qk_norm = lambda name: RMSNorm(
+                self.norm_eps, self.dtype, self.param_dtype, self.arch.norm_offset, name=name
+            )
             q_bthd = qk_norm("q_norm")(q_bthd)
             if shared_kv is None:
                 k_bthd = qk_norm("k_norm")(k_bthd)

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from rocket.layers.init import kernel_init
 
-
 ACTIVATIONS = {"silu": nn.silu, "gelu_tanh": lambda x: nn.gelu(x, approximate=True)}
 
 
@@ -33,6 +32,8 @@ class SwiGLU(nn.Module):
             "w_down", kernel_init(("mlp", "embed"), depth=self.n_layers), (self.d_ff, d), self.param_dtype
         )
         x = x_btd.astype(self.dtype)
-        h_btf = ACTIVATIONS[self.activation](x @ w_gate_df.astype(self.dtype)) * (x @ w_up_df.astype(self.dtype))
+        h_btf = ACTIVATIONS[self.activation](x @ w_gate_df.astype(self.dtype)) * (
+            x @ w_up_df.astype(self.dtype)
+        )
         h_btf = nn.with_logical_constraint(h_btf, ("activation_batch", "activation_length", "activation_mlp"))
         return h_btf @ w_down_fd.astype(self.dtype)

@@ -26,7 +26,9 @@ class RMSNorm(nn.Module):
     def __call__(self, x_d: jax.Array) -> jax.Array:  # [..., d] -> [..., d]
         scale_d = self.param(
             "scale",
-            nn.with_logical_partitioning(nn.initializers.zeros if self.offset else nn.initializers.ones, ("norm",)),
+            nn.with_logical_partitioning(
+                nn.initializers.zeros if self.offset else nn.initializers.ones, ("norm",)
+            ),
             (x_d.shape[-1],),
             self.param_dtype,
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
 RopeScaling = tuple[float, float, float, int]  # (factor, low_freq_factor, high_freq_factor, original_max_len)
 
 

@@ -265,7 +265,9 @@ def _restore_or_init(
             return state
         params = initial_params(cfg, trainer.mesh)  # fine-tuning: start from a HF checkpoint
         say(f"initialised from {cfg.model.init_from}")
-        return dataclasses.replace(state, params=params, ema_params=None if state.ema_params is None else params)
+        return dataclasses.replace(
+            state, params=params, ema_params=None if state.ema_params is None else params
+        )
     state, data_state, meta = ckpt.restore(None, trainer.abstract_state())
     per_host = data_state["processes"]
     if len(per_host) != jax.process_count():
