@@ -234,3 +234,12 @@ def test_hub_ids_need_huggingface_hub_or_the_network(monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(InteropError, match=r"no-such-dir: no such model directory"):
         load_hf("no-such-dir")
+
+
+def test_bfloat16_load_stores_and_computes_in_bfloat16():
+    path, ref = fixture("gemma")
+    cfg, params, _ = load_hf(path, dtype="bfloat16")
+    assert (cfg.dtype, cfg.param_dtype) == ("bfloat16", "bfloat16")
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+    err = np.abs(logits_of(cfg, params, ref["input_ids"]) - ref["logits"]).max()
+    assert 1e-4 < err < 0.1 * np.abs(ref["logits"]).max()  # bf16 rounding, not a mapping error
