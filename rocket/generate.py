@@ -51,8 +51,12 @@ def main(argv: list[str]) -> None:
     enable_compilation_cache()
     try:
         method = resolve_method(_METHOD.value)
-        if bool(_HF.value) == bool(_CHECKPOINT.value):
-            raise ValueError("give exactly one of --checkpoint and --hf")
+        if (
+            bool(_HF.value) == bool(_CHECKPOINT.value)
+            or bool(_HF.value) < bool(_HF_DRAFT.value)
+            or (_HF.value and _DRAFT.value)
+        ):
+            raise ValueError("give --checkpoint [--draft_checkpoint] or --hf [--hf_draft]")
         if _HF.value:
             target, draft, tokenizer = load_hf_steps(_HF.value, _HF_DRAFT.value)
         else:
@@ -60,7 +64,7 @@ def main(argv: list[str]) -> None:
             tokenizer = restored.tokenizer()
             target = ModelStep(restored.model, {"params": restored.params})
             draft = None
-        if _DRAFT.value and not _HF.value:
+        if _DRAFT.value:
             draft_run = restore_run(_DRAFT.value)
             draft = ModelStep(draft_run.model, {"params": draft_run.params})
     except (ConfigError, DataError, CheckpointError, ValueError) as e:
