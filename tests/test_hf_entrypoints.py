@@ -17,6 +17,7 @@ from rocket.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
 from rocket.data import ByteTokenizer, HFTokenizer
 from rocket.interop import InteropError, load_hf, save_hf
 from rocket.interop.decoding import load_hf_steps
+from rocket.interop.lm_eval import RocketLM
 from rocket.interop.training import hf_experiment, tokenizer_name
 from rocket.train.checkpoint import Checkpointer
 from rocket.train.loop import Trainer, _restore_or_init
@@ -98,6 +99,11 @@ def test_export_cli_writes_a_directory_load_hf_reads_with_the_runs_logits(tmp_pa
         0
     ]
     np.testing.assert_array_equal(logits_of(hf_cfg, params, ids), want)
+    request = type("Request", (), {"args": ("def f(", "x):")})()  # lm-eval on the run and on its export
+    from_run = RocketLM.from_args(checkpoint=str(workdir), batch_size=1).loglikelihood([request])
+    assert from_run == RocketLM.from_args(pretrained=str(tmp_path / "hf"), batch_size=1).loglikelihood(
+        [request]
+    )
     bad = cmd[:3] + [f"--checkpoint={tmp_path / 'nothing'}", cmd[-1]]
     res = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert (
