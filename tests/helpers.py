@@ -54,3 +54,20 @@ def assert_cached_decoding_matches(
         np.testing.assert_allclose(logits, full[:, block], atol=atol, err_msg=f"block at {start}")
         start += size
     return cache, step
+
+
+def save_tiny_run(workdir) -> None:
+    """A one-checkpoint training run of the `TINY` model in `workdir`, written the way rocket.train
+    writes it (step 1, fresh params, the config in the checkpoint's meta)."""
+    from rocket.config import DataConfig, ExperimentConfig, TrainConfig, to_dict
+    from rocket.train.checkpoint import Checkpointer
+    from rocket.train.loop import Trainer
+
+    cfg = ExperimentConfig(
+        model=ModelConfig(**TINY),
+        data=DataConfig(seq_len=32, batch_size=2),
+        train=TrainConfig(workdir=str(workdir), steps=1),
+    )
+    with Checkpointer(str(workdir / "checkpoints"), async_save=False) as ckpt:
+        ckpt.save(1, Trainer.build(cfg).init(0), data_state=None, meta={"config": to_dict(cfg)})
+        ckpt.wait()

@@ -4,24 +4,14 @@ import os
 import subprocess
 import sys
 
-from rocket.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, to_dict
-from rocket.train.checkpoint import Checkpointer
-from rocket.train.loop import Trainer
-from tests.helpers import TINY
+from tests.helpers import save_tiny_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_cli_decodes_a_checkpoint_with_a_draft_and_reports_stats(tmp_path):
     workdir = tmp_path / "run"
-    cfg = ExperimentConfig(
-        model=ModelConfig(**TINY),
-        data=DataConfig(seq_len=32, batch_size=2),
-        train=TrainConfig(workdir=str(workdir), steps=1),
-    )
-    with Checkpointer(str(workdir / "checkpoints"), async_save=False) as ckpt:
-        ckpt.save(1, Trainer.build(cfg).init(0), data_state=None, meta={"config": to_dict(cfg)})
-        ckpt.wait()
+    save_tiny_run(workdir)
     cmd = [
         sys.executable,
         "-m",

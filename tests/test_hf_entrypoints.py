@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from rocket.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, TrainConfig, to_dict
+from rocket.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from rocket.data import ByteTokenizer, HFTokenizer
 from rocket.interop import InteropError, load_hf, save_hf
 from rocket.interop.decoding import load_hf_steps
@@ -22,7 +22,7 @@ from rocket.interop.training import hf_experiment, tokenizer_name
 from rocket.train.checkpoint import Checkpointer
 from rocket.train.loop import Trainer, _restore_or_init
 from rocket.train.restore import restore_run
-from tests.helpers import TINY, tiny_model
+from tests.helpers import save_tiny_run, tiny_model
 from tests.test_hf_import import fixture, logits_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,14 +81,7 @@ def test_a_draft_with_another_vocabulary_is_refused(tmp_path):
 
 def test_export_cli_writes_a_directory_load_hf_reads_with_the_runs_logits(tmp_path):
     workdir = tmp_path / "run"
-    cfg = ExperimentConfig(
-        model=ModelConfig(**TINY),
-        data=DataConfig(seq_len=32, batch_size=2),
-        train=TrainConfig(workdir=str(workdir), steps=1),
-    )
-    with Checkpointer(str(workdir / "checkpoints"), async_save=False) as ckpt:
-        ckpt.save(1, Trainer.build(cfg).init(0), data_state=None, meta={"config": to_dict(cfg)})
-        ckpt.wait()
+    save_tiny_run(workdir)
     cmd = [sys.executable, "-m", "rocket.export", f"--checkpoint={workdir}", f"--out={tmp_path / 'hf'}"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
