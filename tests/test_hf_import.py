@@ -243,3 +243,25 @@ def test_bfloat16_load_stores_and_computes_in_bfloat16():
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
     err = np.abs(logits_of(cfg, params, ref["input_ids"]) - ref["logits"]).max()
     assert 1e-4 < err < 0.1 * np.abs(ref["logits"]).max()  # bf16 rounding, not a mapping error
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_every_block_reads_as_the_slice_of_the_whole_tensor(family):
+    """What a device reads (`TensorSpec.read`: the HF slice that holds its block) equals its block of
+    the whole converted tensor, for halves and quarters of every axis (cuts inside a head's D_h
+    fall back to reading the whole tensor)."""
+    from safetensors import safe_open
+
+    path, _ = fixture(family)
+    cfg, _, _ = load_hf(path)
+    with safe_open(os.path.join(path, "model.safetensors"), "np") as fh:
+        for spec in tensor_table(cfg):
+            whole = spec.to_rocket(fh.get_tensor(spec.hf_name))
+            view = fh.get_slice(spec.hf_name)
+            for axis, n in enumerate(spec.shape):
+                for parts in (2, 4):
+                    if n % parts:
+                        continue
+                    idx = [slice(None)] * len(spec.shape)
+                    idx[axis] = slice(n // parts, 2 * n // parts)
+                    np.testing.assert_array_equal(spec.read(view, "float32", tuple(idx)), whole[tuple(idx)])

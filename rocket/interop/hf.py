@@ -77,8 +77,8 @@ def load_hf(
     """The `ModelConfig`, params and tokenizer of a Hugging Face model directory (or hub id).
 
     `dtype` ("float32" or "bfloat16") is the params' storage and the compute dtype. With `mesh`
-    every tensor goes straight to its shards under rocket's logical sharding rules; peak host
-    memory is one tensor.
+    every tensor goes straight to its shards under rocket's logical sharding rules, each device's
+    block read from the file as the slice that holds it (without a mesh: one whole tensor at a time).
     """
     directory = resolve(path)
     config_file = os.path.join(directory, "config.json")
@@ -86,8 +86,9 @@ def load_hf(
     cfg = model_config_from_hf(hf, config_file, dtype=dtype)
     shardings = param_shardings(cfg, mesh) if mesh is not None else None
     params: dict[str, Any] = {}
-    for spec, x in read_tensors(cfg, directory, dtype):
-        set_path(params, spec.path, place(x, None if shardings is None else get_path(shardings, spec.path)))
+    for spec, read in read_tensors(cfg, directory, dtype):
+        sharding = None if shardings is None else get_path(shardings, spec.path)
+        set_path(params, spec.path, place(spec.shape, read, sharding))
     eos = hf.get("eos_token_id")
     ids = dict(bos_id=hf.get("bos_token_id"), eos_id=eos[0] if isinstance(eos, list) else eos)
     tokenizer_file = os.path.join(directory, "tokenizer.json")

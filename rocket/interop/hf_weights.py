@@ -10,17 +10,19 @@ weights are [out, in]; rocket's are [in, ...] with the heads split out:
   unembed [D, V]    = lm_head.weight^T (absent when tied)
 
 RoPE needs no permutation: rocket rotates channel pairs (i, i + D_h/2), as transformers does.
-Loading reads one tensor (`safetensors.safe_open`), checks its shape, converts it and places it
-with its sharding (`jax.make_array_from_callback`: each device receives only its shard), so peak
-host memory is one tensor, never the whole model.
+Loading opens one tensor at a time (`safetensors.safe_open(...).get_slice`), checks its shape and
+places it with its sharding (`jax.make_array_from_callback`): each device's block is read from the
+file as the HF slice that holds it (`TensorSpec.hf_index`), so a host reads only what its devices
+keep and the model never materialises whole on one host.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -45,6 +47,40 @@ class TensorSpec:
 
     def to_rocket(self, x: np.ndarray) -> np.ndarray:
         return (x.T if self.transposed else x).reshape(self.shape)
+
+    def hf_index(self, idx: tuple[slice, ...]) -> tuple[slice, ...] | None:
+        """The HF slice that holds the rocket block `idx` (one slice per rocket axis), or None when
+        the block cuts inside an axis HF merges (e.g. part of a head's D_h: read the whole tensor).
+
+        Rocket axes group into HF's ([D, H, D_h] -> [D, H D_h] before the transpose); a group's slice
+        is contiguous in HF when only its first axis is cut."""
+        target = self.hf_shape[::-1] if self.transposed else self.hf_shape
+        out, axis = [], 0
+        for n in target:
+            first, size = axis, 1
+            while axis < len(self.shape) and (size < n or axis == first):
+                size, axis = size * self.shape[axis], axis + 1
+            bounds = [idx[i].indices(self.shape[i]) for i in range(first, axis)]
+            if size != n or any(
+                b != (0, self.shape[i], 1) for b, i in zip(bounds[1:], range(first + 1, axis))
+            ):
+                return None
+            inner = n // self.shape[first]
+            out.append(slice(bounds[0][0] * inner, bounds[0][1] * inner))
+        if axis != len(self.shape):
+            return None
+        return tuple(out[::-1]) if self.transposed else tuple(out)
+
+    def read(self, view: Any, dtype: str, idx: tuple[slice, ...]) -> np.ndarray:
+        """The rocket block `idx` in `dtype`, read from a safetensors slice `view` of this tensor."""
+        block = tuple(len(range(*s.indices(n))) for s, n in zip(idx, self.shape))
+        hf_idx = self.hf_index(idx)
+        if hf_idx is None:
+            x = self.to_rocket(view[tuple(slice(None) for _ in self.hf_shape)])[idx]
+        else:
+            x = view[hf_idx]
+            x = (x.T if self.transposed else x).reshape(block)
+        return x.astype(jax.numpy.dtype(dtype))
 
     def to_hf(self, x: np.ndarray) -> np.ndarray:
         if self.transposed:
@@ -123,8 +159,11 @@ def weight_files(directory: str) -> dict[str, str]:
     raise InteropError(f"{directory}: no model.safetensors or model.safetensors.index.json")
 
 
-def read_tensors(cfg: ModelConfig, directory: str, dtype: str) -> Iterator[tuple[TensorSpec, np.ndarray]]:
-    """(spec, rocket-layout array in `dtype`) for every parameter, one tensor in memory at a time."""
+def read_tensors(
+    cfg: ModelConfig, directory: str, dtype: str
+) -> Iterator[tuple[TensorSpec, Callable[[tuple[slice, ...]], np.ndarray]]]:
+    """(spec, read) for every parameter, one tensor open at a time: `read(idx)` is the rocket-layout
+    block `idx` in `dtype`, read from the file (valid until the next tensor)."""
     from safetensors import SafetensorError, safe_open
 
     files = weight_files(directory)
@@ -133,22 +172,29 @@ def read_tensors(cfg: ModelConfig, directory: str, dtype: str) -> Iterator[tuple
         if file is None:
             raise InteropError(f"{directory}: tensor {spec.hf_name!r} is missing from the checkpoint")
         try:
-            with safe_open(file, "np") as fh:
-                x = fh.get_tensor(spec.hf_name)
+            fh = safe_open(file, "np")
+            view = fh.get_slice(spec.hf_name)
         except (SafetensorError, OSError, ValueError) as e:
             raise InteropError(f"{file}: cannot read tensor {spec.hf_name!r} ({e})") from None
-        if tuple(x.shape) != spec.hf_shape:
+        if tuple(view.get_shape()) != spec.hf_shape:
             raise InteropError(
-                f"{file}: tensor {spec.hf_name!r} has shape {tuple(x.shape)}, config.json implies {spec.hf_shape}"
+                f"{file}: tensor {spec.hf_name!r} has shape {tuple(view.get_shape())}, config.json implies "
+                f"{spec.hf_shape}"
             )
-        yield spec, spec.to_rocket(x).astype(jax.numpy.dtype(dtype))
+        yield spec, functools.partial(spec.read, view, dtype)
+        del view, fh
 
 
-def place(x: np.ndarray, sharding: jax.sharding.Sharding | None) -> jax.Array:
-    """`x` on its devices: each device gets only its shard (no sharding: the default device)."""
+def place(
+    shape: tuple[int, ...],
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    sharding: jax.sharding.Sharding | None,
+) -> jax.Array:
+    """The array of `shape` on its devices, each device's block read with `read(idx)` (no sharding:
+    the whole array on the default device)."""
     if sharding is None:
-        return jax.numpy.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+        return jax.numpy.asarray(read(tuple(slice(None) for _ in shape)))
+    return jax.make_array_from_callback(shape, sharding, read)
 
 
 def set_path(tree: dict[str, Any], path: Path, value: Any) -> None:
