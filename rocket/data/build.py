@@ -135,3 +135,15 @@ def build_data(
         "bytes": int(sum(b["num_bytes"].sum() for b in evals)),
     }
     return Data(tokenizer=tokenizer, train=train, eval_batches=evals, corpus=corpus, stats=stats)
+
+
+def corpus_options(dc: Any) -> dict[str, Any]:
+    """``prepare_corpus``'s keyword arguments from a ``DataConfig`` (``rocket.config.data``)."""
+    return dict(
+        val_fraction=dc.val_fraction,
+        cache_dir=dc.cache_dir or None,
+        text_field=dc.text_field,
+        split=dc.split,
+        val_split=dc.val_split,
+        val_docs=dc.val_docs,
+    )

@@ -76,7 +76,11 @@ class _StreamChunkIterator(grain.DatasetIterator):
             except StopIteration:
                 empty_epochs = 0 if docs else empty_epochs + 1
                 if empty_epochs > 1:
-                    raise DataError(f"corpus {self._stream.spec!r}: this host's stream has no text") from None
+                    raise DataError(
+                        f"corpus {self._stream.spec!r}: this host's stream has no training text (every "
+                        "record is empty, lacks the text field or is one of the data.val_docs="
+                        f"{self._stream.val_docs} held out for validation)"
+                    ) from None
                 self._reset(self._epoch + 1, None)
                 if docs:
                     break  # a window never spans two epochs

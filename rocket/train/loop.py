@@ -23,6 +23,7 @@ from rocket import parallel
 from rocket.config import ConfigError, ExperimentConfig, to_dict
 from rocket.config.legacy import upgrade
 from rocket.data import build_data
+from rocket.data.build import corpus_options
 from rocket.data.decomposition import DecompositionSpec
 from rocket.decode import ModelStep, SamplerConfig, generate
 from rocket.models import Transformer, flops_per_token, param_count
@@ -227,8 +228,6 @@ def _build_data(cfg: ExperimentConfig) -> Any:
         seq_len=dc.seq_len,
         batch_size=dc.batch_size // n_proc,
         seed=cfg.train.seed,
-        val_fraction=dc.val_fraction,
-        cache_dir=dc.cache_dir or None,
         spm_vocab_size=dc.spm_vocab_size,
         eval_batches=dc.eval_batches,
         shard_index=jax.process_index(),
@@ -236,9 +235,17 @@ def _build_data(cfg: ExperimentConfig) -> Any:
         decomposition=DecompositionSpec(dc.dd_min_log2, dc.dd_curriculum, dc.dd_cycles)
         if dc.decomposition
         else None,
+        shuffle_window=dc.shuffle_window,
+        **corpus_options(dc),
     )
     _check_vocab(cfg, data.tokenizer.vocab_size)
     return data
+
+
+def _corpus_size(stats: dict[str, Any]) -> str:
+    if stats["docs"] is None:
+        return "streamed"
+    return f"{stats['docs']} train docs, {stats['bytes'] / 1e6:.1f} MB"
 
 
 def _config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -295,8 +302,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     peak = peak_flops(jax.devices()[0], matmul_dtype(cfg.model.dtype))
     say(
         f"model: {param_count(cfg.model) / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token (train); "
-        f"mesh {dict(trainer.mesh.shape)}; corpus {dc.corpus!r}: {data.stats['train']['docs']} train docs, "
-        f"{data.stats['train']['bytes'] / 1e6:.1f} MB"
+        f"mesh {dict(trainer.mesh.shape)}; corpus {dc.corpus!r}: " + _corpus_size(data.stats["train"])
     )
     if peak is None:
         say(f"MFU: n/a (no peak FLOP/s known for '{jax.devices()[0].device_kind}'; set ROCKET_PEAK_FLOPS)")

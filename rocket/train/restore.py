@@ -30,6 +30,7 @@ import jax
 from rocket import parallel
 from rocket.config import ExperimentConfig, saved_config
 from rocket.data import Tokenizer, get_tokenizer, prepare_corpus
+from rocket.data.build import corpus_options
 from rocket.models import Transformer
 from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
 from rocket.train.step import init_params
@@ -59,7 +60,7 @@ class RestoredRun:
         corpus = (
             None
             if dc.tokenizer == "byte"
-            else prepare_corpus(dc.corpus, val_fraction=dc.val_fraction, cache_dir=cache_dir)
+            else prepare_corpus(dc.corpus, **corpus_options(dc))
         )
         return get_tokenizer(dc.tokenizer, corpus=corpus, vocab_size=dc.spm_vocab_size, cache_dir=cache_dir)
 
