@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from rocket import parallel
 from rocket.config import ConfigError, ExperimentConfig, to_dict
-from rocket.config.legacy import upgrade
 from rocket.data import build_data
 from rocket.data.build import corpus_options
 from rocket.data.decomposition import DecompositionSpec
@@ -30,6 +29,7 @@ from rocket.models import Transformer, flops_per_token, param_count
 from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
 from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, matmul_dtype, mfu, peak_flops
 from rocket.train.optim import make_optimizer
+from rocket.train.resume import checked_changes
 from rocket.train.step import TrainState, init_state, make_eval_step, make_train_step
 from rocket.train.transforms import LossTransforms
 
@@ -248,18 +248,6 @@ def _corpus_size(stats: dict[str, Any]) -> str:
     return f"{stats['docs']} train docs, {stats['bytes'] / 1e6:.1f} MB"
 
 
-def _config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted names of config fields whose value differs between a checkpoint and this run."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
-
 def _restore_or_init(
     cfg: ExperimentConfig, trainer: Trainer, ckpt: Checkpointer, data: Any, say
 ) -> TrainState:
@@ -267,7 +255,8 @@ def _restore_or_init(
     a fresh state."""
     if ckpt.latest_step() is None:
         return trainer.init(cfg.train.seed)
-    state, data_state, meta = ckpt.restore(None, trainer.abstract_state())
+    changes = checked_changes(cfg, ckpt, lambda c: Trainer.build(c, trainer.mesh).abstract_state())
+    state, data_state, _ = ckpt.restore(None, trainer.abstract_state())
     per_host = data_state["processes"]
     if len(per_host) != jax.process_count():
         raise CheckpointError(
@@ -275,10 +264,12 @@ def _restore_or_init(
             f"{jax.process_count()}: the data positions can't be mapped; resume with the same process count"
         )
     data.train.set_state(per_host[jax.process_index()])
-    changes = _config_changes(upgrade((meta or {}).get("config", {})), to_dict(cfg))
     say(f"resumed from {ckpt.directory} at step {int(state.step)}")
     if changes:
-        say("warning: the config differs from the checkpoint's: " + "; ".join(changes))
+        say(
+            f"warning: {len(changes)} config field(s) differ from the checkpoint's (--resume_config=saved "
+            "reuses its config): " + "; ".join(changes)
+        )
     return state
 
 

@@ -1,0 +1,78 @@
+"""Resuming with a different config: a shape change is one error line naming the fields, other
+changes warn with the list, `--resume_config=saved` reuses the checkpoint's config, and
+`--print_config` prints the resolved config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rocket.train.checkpoint import CheckpointError
+from rocket.train.loop import train
+from tests.test_train import ROOT, _config
+
+
+@pytest.fixture(scope="module")
+def run4(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    cfg = _config(tmp, str(tmp / "run"), steps=4)
+    train(cfg)
+    return tmp, cfg
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rocket.train", *args],
+        cwd="/",  # any directory
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT},
+    )
+
+
+def test_a_shape_change_is_one_error_line_naming_the_fields(run4):
+    _, cfg = run4
+    bigger = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_layers=cfg.model.n_layers + 1))
+    with pytest.raises(CheckpointError) as e:
+        train(bigger)
+    msg = str(e.value)
+    assert "\n" not in msg and f"model.n_layers: {cfg.model.n_layers} -> {cfg.model.n_layers + 1}" in msg
+    assert "--resume_config=saved" in msg and "optim." not in msg
+
+
+def test_other_changes_resume_with_a_warning_listing_them(run4, capsys):
+    _, cfg = run4
+    changed = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=1e-3))
+    train(changed)  # step 4 of 4: restores and finishes
+    out = capsys.readouterr().out
+    assert "resumed from" in out
+    assert (
+        "warning: 1 config field(s) differ from the checkpoint's" in out
+        and f"optim.lr: {cfg.optim.lr!r} -> 0.001" in out
+    )
+
+
+def test_resume_config_saved_and_print_config(run4):
+    tmp, cfg = run4
+    res = _cli(
+        "--resume_config=saved",
+        f"--config.train.workdir={tmp / 'run'}",
+        "--config.train.steps=6",
+        "--print_config",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    printed = json.loads(res.stdout)
+    assert printed["model"]["n_layers"] == cfg.model.n_layers and printed["data"]["corpus"] == cfg.data.corpus
+    assert printed["train"]["steps"] == 6 and printed["optim"]["lr"] == cfg.optim.lr
+    res = _cli("--resume_config=saved")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: config field 'train.workdir': --resume_config=saved needs the run: pass --config.train.workdir=DIR"
+    ]
+    res = _cli("--resume_config=saved", f"--config.train.workdir={tmp / 'nothing'}")
+    assert res.returncode == 2 and "no checkpoints in" in res.stderr and "Traceback" not in res.stderr
