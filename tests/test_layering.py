@@ -34,6 +34,7 @@ LEVELS: dict[str, int] = {
     "rocket.decode.generate": 8,
     "rocket.train": 9,
     "rocket.generate": 10,
+    "rocket.plot": 10,
     "experiments.lib": 11,
     "experiments": 12,
 }
