@@ -120,3 +120,42 @@ def test_the_cli_prints_one_line_and_exits_2(args, message):
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_experiment_configs_load_from_any_directory_and_are_packaged(tmp_path):
+    """`python -m rocket.train --config <abs path> --print_config` from another directory works for
+    every experiment config (rocket + experiments importable as installed packages), and every
+    package the configs import is stdlib, installed, or shipped by pyproject's package list."""
+    import ast
+    import json
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = {pattern.rstrip("*") for pattern in include["include"]}
+    configs = sorted((root / "experiments" / "configs").glob("*.py"))
+    for path in configs:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                for top in {n.split(".")[0] for n in names if n}:
+                    assert top in shipped or top in sys.stdlib_module_names or top in {"ml_collections"}, (
+                        path,
+                        top,
+                    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}  # as `pip install -e .` would
+    for path in (
+        root / "experiments" / "configs" / "mod_c125.py",
+        root / "experiments" / "configs" / "quickstart.py",
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", "rocket.train", "--config", str(path), "--print_config"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr[-1500:]
+        assert set(json.loads(res.stdout)) == {"model", "data", "optim", "parallel", "train", "loss"}

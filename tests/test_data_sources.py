@@ -193,3 +193,18 @@ def test_streamed_corpus_errors(hub_like, tmp_path):
     with pytest.raises(rd.DataError, match="decomposition needs a prepared corpus"):
         rd.build_data(f"hf:{root / 'pq'}", seq_len=16, batch_size=2, cache_dir=tmp_path, val_docs=4,
                       decomposition=rd.build.DecompositionSpec(3, "uniform", 1))  # fmt: skip
+
+
+def test_local_corpora_prepare_silently_without_tfds(tmp_path, capfd, caplog):
+    import sys
+
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(8):
+        (root / f"f{i}.txt").write_text(f"file {i}\n" * 10)
+    with caplog.at_level(logging.INFO):
+        rd.prepare_corpus(str(root), val_fraction=0.3, cache_dir=tmp_path / "cache")
+        rd.prepare_corpus(str(root / "f0.txt"), cache_dir=tmp_path / "cache")
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == "" and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "tensorflow_datasets" not in sys.modules and "tensorflow" not in sys.modules

@@ -46,12 +46,11 @@ def resolve_config(config_path: str | None, overrides: list[tuple[str, str]]) ->
 
 
 def main(config_path: str | None, overrides: list[tuple[str, str]]) -> None:
-    if not flags.FLAGS["verbosity"].present:  # absl's INFO chatter (XLA, tfds, orbax) only on request
+    if not flags.FLAGS["verbosity"].present:  # absl's INFO chatter (XLA, orbax) only on request
         logging.set_verbosity(logging.WARNING)
     from rocket.config import ConfigError, to_dict
     from rocket.data import DataError
     from rocket.train.checkpoint import CheckpointError
-    from rocket.train.loop import train
     from rocket.utils import enable_compilation_cache
 
     try:
@@ -59,6 +58,8 @@ def main(config_path: str | None, overrides: list[tuple[str, str]]) -> None:
         if _PRINT_CONFIG.value:
             print(json.dumps(to_dict(cfg), indent=2))
             return
+        from rocket.train.loop import train
+
         enable_compilation_cache()
         train(cfg)
     except (ConfigError, DataError, CheckpointError) as e:
