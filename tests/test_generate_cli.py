@@ -1,10 +1,17 @@
 """`python -m rocket.generate` on a tiny checkpoint written the way rocket.train writes it."""
 
+import dataclasses
 import os
+import pathlib
 import subprocess
 import sys
 
+import pytest
+from absl import flags
+
+from rocket import generate as gen_cli
 from rocket.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, to_dict
+from rocket.decode import METHODS
 from rocket.train.checkpoint import Checkpointer
 from rocket.train.loop import Trainer
 from tests.helpers import TINY
@@ -12,8 +19,9 @@ from tests.helpers import TINY
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_cli_decodes_a_checkpoint_with_a_draft_and_reports_stats(tmp_path):
-    workdir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("gen") / "run"
     cfg = ExperimentConfig(
         model=ModelConfig(**TINY),
         data=DataConfig(seq_len=32, batch_size=2),
@@ -22,6 +30,11 @@ def test_cli_decodes_a_checkpoint_with_a_draft_and_reports_stats(tmp_path):
     with Checkpointer(str(workdir / "checkpoints"), async_save=False) as ckpt:
         ckpt.save(1, Trainer.build(cfg).init(0), data_state=None, meta={"config": to_dict(cfg)})
         ckpt.wait()
+    return str(workdir)
+
+
+def test_cli_decodes_a_checkpoint_with_a_draft_and_reports_stats(tiny_run):
+    workdir = pathlib.Path(tiny_run)
     cmd = [
         sys.executable,
         "-m",
@@ -45,27 +58,6 @@ def test_cli_decodes_a_checkpoint_with_a_draft_and_reports_stats(tmp_path):
 
 
 # ------------------------------------------------------- in-process: bad input, method args, batches
-import dataclasses  # noqa: E402
-
-import pytest  # noqa: E402
-from absl import flags  # noqa: E402
-
-from rocket import generate as gen_cli  # noqa: E402
-from rocket.decode import METHODS  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gen") / "run"
-    cfg = ExperimentConfig(
-        model=ModelConfig(**TINY),
-        data=DataConfig(seq_len=32, batch_size=2),
-        train=TrainConfig(workdir=str(workdir), steps=1),
-    )
-    with Checkpointer(str(workdir / "checkpoints"), async_save=False) as ckpt:
-        ckpt.save(1, Trainer.build(cfg).init(0), data_state=None, meta={"config": to_dict(cfg)})
-        ckpt.wait()
-    return str(workdir)
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
