@@ -159,3 +159,28 @@ def test_experiment_configs_load_from_any_directory_and_are_packaged(tmp_path):
         )
         assert res.returncode == 0, res.stderr[-1500:]
         assert set(json.loads(res.stdout)) == {"model", "data", "optim", "parallel", "train", "loss"}
+
+
+def test_errors_name_full_dotted_paths_and_spm_vocab_mismatch_names_both(tmp_path):
+    from rocket.config import DataConfig, ExperimentConfig, LossConfig, ModConfig, ModelConfig, override
+
+    with pytest.raises(ConfigError, match=r"^config field 'model\.n_kv_heads': n_heads=4"):
+        ModelConfig(n_heads=4, n_kv_heads=3)  # a bare section still names its place
+    with pytest.raises(ConfigError, match=r"^config field 'model\.mod\.capacity'"):
+        ModConfig(capacity=2.0)
+    with pytest.raises(ConfigError, match=r"^config field 'model\.mod\.capacity'"):
+        override(ModelConfig(), {"mod.capacity": 2.0})
+    # A config file that builds the dataclasses itself: the error names the full path too.
+    cfg_file = tmp_path / "c.py"
+    cfg_file.write_text(
+        "from rocket.config import ModelConfig\ndef get_config():\n    return ModelConfig(n_kv_heads=3)\n"
+    )
+    with pytest.raises(ConfigError, match=r"config field 'model\.n_kv_heads'"):
+        load_experiment(str(cfg_file))
+    spm = DataConfig(tokenizer="sentencepiece", spm_vocab_size=4096)
+    with pytest.raises(ConfigError, match=r"model\.vocab_size=8192 disagrees with data\.spm_vocab_size=4096"):
+        ExperimentConfig(model=ModelConfig(vocab_size=8192), data=spm)
+    ExperimentConfig(model=ModelConfig(vocab_size=4096), data=spm)
+    ExperimentConfig(
+        model=ModelConfig(vocab_size=4097), data=spm, loss=LossConfig(meap_rate=0.15)
+    )  # + [MASK]

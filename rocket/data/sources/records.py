@@ -108,4 +108,5 @@ def prepare_records(
     kind = f"records:{fmt}:{text_field}:{'glob' if is_glob(spec) else 'path'}"
     cid = corpus_id_of(entries, val_fraction, kind)
     stats = {s: {"docs": int(ids.shape[0]), "bytes": int(lengths[ids].sum())} for s, ids in index.items()}
-    return cid, {s: RecordText(table, text_field, ids) for s, ids in index.items()}, stats
+    texts = table.select_columns([text_field])  # reading a record reads only its text
+    return cid, {s: RecordText(texts, text_field, ids) for s, ids in index.items()}, stats
