@@ -57,11 +57,7 @@ class RestoredRun:
         needs the prepared corpus (both are cached on disk after the first time)."""
         dc = self.config.data
         cache_dir = dc.cache_dir or None
-        corpus = (
-            None
-            if dc.tokenizer == "byte"
-            else prepare_corpus(dc.corpus, **corpus_options(dc))
-        )
+        corpus = None if dc.tokenizer == "byte" else prepare_corpus(dc.corpus, **corpus_options(dc))
         return get_tokenizer(dc.tokenizer, corpus=corpus, vocab_size=dc.spm_vocab_size, cache_dir=cache_dir)
 
 
