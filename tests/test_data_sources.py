@@ -144,6 +144,13 @@ def test_streamed_corpus_holds_out_the_first_records_and_trains_on_the_rest(hub_
     want = [t for t in texts[8:] if t]
     assert _epoch_targets(c, sum(map(len, want))) == _doc_targets(want)  # one epoch: every record once
     assert len(c["train"]) > 0 and c["train"][0] == texts[8]  # the tokenizer's training sample
+    data = rd.build_data(
+        f"hf:{root / kind}", seq_len=16, batch_size=2, val_docs=8, cache_dir=tmp_path, eval_batches=None
+    )
+    assert sum(int(b["num_bytes"].sum()) for b in data.eval_batches) == sum(
+        map(len, texts[:8])
+    )  # exact bits/byte
+    assert data.stats["train"] == {"docs": None, "bytes": None, "tokens": None}
 
 
 def test_streamed_resume_is_bitwise_exact_across_windows_and_epochs(hub_like, tmp_path):
