@@ -76,3 +76,29 @@ def test_resume_config_saved_and_print_config(run4):
     ]
     res = _cli("--resume_config=saved", f"--config.train.workdir={tmp / 'nothing'}")
     assert res.returncode == 2 and "no checkpoints in" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_streamed_run_resumed_from_an_earlier_checkpoint_repeats_the_same_losses(tmp_path):
+    """hf: corpus through the loop: the data position saved with step 2 (the stream's own state)
+    restores the same batches, so steps 3-4 reproduce the uninterrupted run's losses exactly."""
+    import shutil
+
+    datasets = pytest.importorskip("datasets")
+    from tests.test_train import _train_losses
+
+    rows = [{"text": f"record {i}: " + "abc def " * (i % 7 + 1)} for i in range(80)]
+    (tmp_path / "pq").mkdir()
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "pq" / "train.parquet"))
+    base = _config(tmp_path, str(tmp_path / "ref"), steps=4)
+    data = dataclasses.replace(base.data, corpus=f"hf:{tmp_path / 'pq'}", val_docs=8, shuffle_window=4)
+    cfg = dataclasses.replace(
+        base, data=data, train=dataclasses.replace(base.train, ckpt_every=2, eval_every=4)
+    )
+    train(cfg)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "ref", resumed)
+    shutil.rmtree(resumed / "checkpoints" / "4")
+    (resumed / "logs" / "metrics.jsonl").unlink()
+    train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workdir=str(resumed))))
+    ref, again = _train_losses(str(tmp_path / "ref")), _train_losses(str(resumed))
+    assert sorted(again) == [3, 4] and all(again[s] == ref[s] for s in (3, 4)), (ref, again)
