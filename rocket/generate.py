@@ -212,6 +212,9 @@ def main() -> None:
 
 def run(argv: Sequence[str]) -> None:
     """Parses the flags (one `error:` line and exit code 2 on a bad or missing one) and runs."""
+    if "--help" in argv or "-h" in argv:
+        print(__doc__.strip() + "\n\nflags:\n" + flags.FLAGS.main_module_help())
+        return
     try:
         extra = flags.FLAGS(list(argv))[1:]
         if extra:

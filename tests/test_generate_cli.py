@@ -128,3 +128,8 @@ def test_prompts_file_decodes_as_one_batch_equal_to_one_prompt_at_a_time(capsys,
     for p, batched in zip(prompts, texts):
         code, single, _ = _cli(capsys, *common, f"--prompt={p}")
         assert code == 0 and single.splitlines()[0] == batched  # greedy: batching changes nothing
+
+
+def test_help_lists_the_flags(capsys):
+    code, out, _ = _cli(capsys, "--help")
+    assert code == 0 and "--method_arg" in out and "--prompts_file" in out

@@ -102,3 +102,11 @@ def test_a_streamed_run_resumed_from_an_earlier_checkpoint_repeats_the_same_loss
     train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workdir=str(resumed))))
     ref, again = _train_losses(str(tmp_path / "ref")), _train_losses(str(resumed))
     assert sorted(again) == [3, 4] and all(again[s] == ref[s] for s in (3, 4)), (ref, again)
+
+
+def test_train_help_lists_the_flags(capsys):
+    from rocket.train import __main__ as train_cli
+
+    train_cli.run(["rocket.train", "--help"])
+    out = capsys.readouterr().out
+    assert "--resume_config" in out and "--print_config" in out and "--config.<dotted.path>" in out

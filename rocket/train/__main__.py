@@ -72,6 +72,9 @@ def run(argv: list[str]) -> None:
     anything else is an error line and exit code 2."""
     from rocket.config import ConfigError
 
+    if "--help" in argv or "-h" in argv:
+        print(__doc__.strip() + "\n\nflags:\n" + flags.FLAGS.main_module_help())
+        return
     try:
         config_path, overrides, rest = split_args(argv[1:])
         extra = flags.FLAGS([argv[0], *rest])[1:]
