@@ -103,9 +103,9 @@ def test_resume_is_exact_across_an_epoch_boundary_and_shards_agree():
 def test_bad_decomposition_input_is_rejected():
     with pytest.raises(DataError, match="full batch"):
         _iterator(_split(n_docs=3), batch_size=64)
-    with pytest.raises(ConfigError, match="'seq_len'"):
+    with pytest.raises(ConfigError, match="'data.seq_len'"):
         DataConfig(seq_len=96, decomposition=True)
-    with pytest.raises(ConfigError, match="'dd_min_log2'"):
+    with pytest.raises(ConfigError, match="'data.dd_min_log2'"):
         DataConfig(seq_len=64, decomposition=True, dd_min_log2=7)
-    with pytest.raises(ConfigError, match="'dd_curriculum'"):
+    with pytest.raises(ConfigError, match="'data.dd_curriculum'"):
         DataConfig(dd_curriculum="long_to_short")

@@ -45,7 +45,7 @@ def sdpa_attention(q_bthd, k_bskd, v_bskd, mask_bts, *, power=None):
 
 
 def test_a_registered_attention_kind_is_selected_by_config_and_decodes_with_a_cache():
-    with pytest.raises(ConfigError, match="'attention.kind'"):
+    with pytest.raises(ConfigError, match="'model.attention.kind'"):
         tiny_cfg(attention=dict(kind="user_sdpa"))  # unknown before registration
     ATTENTION_KINDS.register("user_sdpa", sdpa_attention)
     model, params = tiny_model(attention=dict(kind="user_sdpa"))
@@ -115,7 +115,7 @@ def first_half(lcfg: LossConfig, mcfg) -> LossTransforms:
 
 
 def test_a_registered_training_transform_is_selected_by_config_and_shapes_the_objective():
-    with pytest.raises(ConfigError, match="'transforms'"):
+    with pytest.raises(ConfigError, match="'loss.transforms'"):
         LossConfig(transforms="user_first_half")
     register_transform("user_first_half", first_half)
     with pytest.raises(ValueError, match="registered already"):

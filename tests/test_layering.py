@@ -37,6 +37,7 @@ LEVELS: dict[str, int] = {
     "rocket.generate": 10,
     "rocket.export": 10,
     "rocket.interop.lm_eval": 10,  # the lm-evaluation-harness adapter (reads rocket.train's runs)
+    "rocket.plot": 10,
     "experiments.lib": 11,
     "experiments": 12,
 }

@@ -142,11 +142,11 @@ def test_regularised_variant_mixes_in_the_learned_table_per_document():
 
 
 def test_bad_lexinvariant_configs_are_rejected():
-    with pytest.raises(ConfigError, match="'tie_embeddings'"):
+    with pytest.raises(ConfigError, match="'model.tie_embeddings'"):
         tiny_cfg(**LEX, tie_embeddings=False)
-    with pytest.raises(ConfigError, match="'embedding.kind'"):
+    with pytest.raises(ConfigError, match="'model.embedding.kind'"):
         tiny_cfg(**{"embedding.kind": "onehot"})
-    with pytest.raises(ConfigError, match="'embedding.learned_prob'"):
+    with pytest.raises(ConfigError, match="'model.embedding.learned_prob'"):
         tiny_cfg(**LEX, **{"embedding.learned_prob": 1.5})
     with pytest.raises(ValueError, match="vocab_size"):
         LexinvariantEmbed(70_000, 8).apply({}, jnp.zeros((1, 2), jnp.int32))

@@ -183,5 +183,5 @@ def test_kv_sharing_changes_the_model_and_bad_values_are_rejected():
     cached, aux = share.apply(params, tokens, positions_for(tokens), cache=new_cache(share, 2, 12))
     np.testing.assert_allclose(cached, out_share, rtol=1e-5, atol=1e-5)
     assert aux["new_kv"].k.shape[0] == 3 and np.asarray(aux["new_kv"].valid).all()
-    with pytest.raises(ConfigError, match="'mor.kv'"):
+    with pytest.raises(ConfigError, match="'model.mor.kv'"):
         tiny_cfg(**EC, **{"mor.kv": "layer"})

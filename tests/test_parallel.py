@@ -314,7 +314,7 @@ def test_two_process_training_resumes_exactly(tmp_path):
         seq_len=32, batch_size=8, val_fraction=0.25, eval_batches=2, cache_dir=str(tmp_path / "cache")
     )
     data["corpus"] = _corpus(tmp_path)
-    # Prepare the TFDS corpus and token cache once here, so the processes only read it.
+    # Prepare the corpus and token cache once here, so the processes only read it.
     build_data(
         data["corpus"], "byte", seq_len=32, batch_size=4, val_fraction=0.25, cache_dir=data["cache_dir"]
     )

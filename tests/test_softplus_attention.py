@@ -137,9 +137,9 @@ def test_bad_kinds_and_powers_are_rejected():
         attention_fn(q, k, v, _causal(4), kind="softplus", power=0.0)
     with pytest.raises(ValueError, match="softplus"):
         attention_fn(q, k, v, _causal(4), power=2.0)
-    with pytest.raises(ConfigError, match="'attention.softplus_power'"):
+    with pytest.raises(ConfigError, match="'model.attention.softplus_power'"):
         tiny_cfg(attention=dict(kind="softplus", softplus_power=-1.0))
-    with pytest.raises(ConfigError, match="'attention.softplus_power'"):
+    with pytest.raises(ConfigError, match="'model.attention.softplus_power'"):
         tiny_cfg(**{"attention.softplus_power": 2.0})  # softmax attention has no re-weighting
-    with pytest.raises(ConfigError, match="'attention.kind'"):
+    with pytest.raises(ConfigError, match="'model.attention.kind'"):
         tiny_cfg(**{"attention.kind": "sigmoid"})

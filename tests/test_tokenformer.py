@@ -117,11 +117,11 @@ def test_growth_and_config_errors():
         grow(params, tiny_cfg(**TF, **{"projection.norm": "softmax"}), 32)
     with pytest.raises(ValueError, match="pattention"):
         grow(params, ModelConfig(**TINY), 32)
-    with pytest.raises(ConfigError, match="'projection.param_tokens'"):
+    with pytest.raises(ConfigError, match="'model.projection.param_tokens'"):
         tiny_cfg(**TF, **{"projection.param_tokens": 0})
-    with pytest.raises(ConfigError, match="'projection.kind'"):
+    with pytest.raises(ConfigError, match="'model.projection.kind'"):
         tiny_cfg(**{"projection.kind": "lowrank"})
-    with pytest.raises(ConfigError, match="'projection.norm'"):
+    with pytest.raises(ConfigError, match="'model.projection.norm'"):
         tiny_cfg(**{"projection.norm": "relu"})
     with pytest.raises(ValueError, match="n >= 1"):
         PattentionSpec(0, 1)

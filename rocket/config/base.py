@@ -21,21 +21,26 @@ class ConfigError(ValueError):
     """A configuration value is unknown, out of range, or inconsistent with another value (or, with
     an empty `field`, the config file itself cannot be used).
 
-    `field` is the dotted path of the offending field, relative to the section that raised; the
-    loaders prefix it with the section's own path (`model.mod.capacity`), so the message always
-    names the field as it is written in a config file or on the command line.
+    `field` is the dotted path of the offending field. A section's checks name it relative to the
+    section; `Section` makes it absolute from the section's place in `ExperimentConfig`
+    (`model.mod.capacity`, also for a section built on its own), and the loaders prefix what is
+    still relative, so the message always names the field as it is written in a config file or on
+    the command line.
     """
 
-    def __init__(self, field: str, msg: str):
+    def __init__(self, field: str, msg: str, absolute: bool = False):
         super().__init__(f"config field '{field}': {msg}" if field else msg)
-        self.field, self.msg = field, msg
+        self.field, self.msg, self.absolute = field, msg, absolute
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # picklable across processes
-        return ConfigError, (self.field, self.msg)
+    def __reduce__(self) -> tuple[type, tuple[str, str, bool]]:  # picklable across processes
+        return ConfigError, (self.field, self.msg, self.absolute)
 
     def under(self, prefix: str) -> ConfigError:
-        """The same error, with the field named from an enclosing section (`prefix` ends in '.')."""
-        return ConfigError(f"{prefix}{self.field}" if self.field else "", self.msg)
+        """The same error, with the field named from an enclosing section (`prefix` ends in '.');
+        an absolute path is kept."""
+        if self.absolute or not self.field:
+            return self
+        return ConfigError(f"{prefix}{self.field}", self.msg)
 
 
 def check(cond: bool, field: str, msg: str) -> None:
@@ -109,16 +114,41 @@ def choices_of(cls: type, name: str) -> Choices:
     return {f.name: f for f in dataclasses.fields(cls)}[name].metadata["choices"]
 
 
+def section_path(cls: type) -> str | None:
+    """Where section `cls` sits in `ExperimentConfig` (`"model.mod"`; `""` for the experiment
+    itself), or None for a section outside it."""
+    from rocket.config.experiment import ExperimentConfig  # the root, defined on top of this module
+
+    def walk(node: type, prefix: str) -> str | None:
+        if node is cls:
+            return prefix.rstrip(".")
+        for f in dataclasses.fields(node):
+            if dataclasses.is_dataclass(f.default):
+                found = walk(type(f.default), f"{prefix}{f.name}.")
+                if found is not None:
+                    return found
+        return None
+
+    return walk(ExperimentConfig, "")
+
+
 class Section:
-    """Base of every config section: checks choice fields, then calls `validate()`."""
+    """Base of every config section: checks choice fields, then calls `validate()`; an error names
+    the field by its full dotted path (`section_path`)."""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            allowed = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if allowed is not None and value not in allowed:
-                raise ConfigError(f.name, f"must be one of {tuple(allowed)}, got {value!r}")
-        self.validate()
+        try:
+            for f in dataclasses.fields(self):  # type: ignore[arg-type]
+                allowed = f.metadata.get("choices")
+                value = getattr(self, f.name)
+                if allowed is not None and value not in allowed:
+                    raise ConfigError(f.name, f"must be one of {tuple(allowed)}, got {value!r}")
+            self.validate()
+        except ConfigError as e:
+            path = None if e.absolute or not e.field else section_path(type(self))
+            if path is None:
+                raise
+            raise ConfigError(f"{path}.{e.field}" if path else e.field, e.msg, absolute=True) from None
 
     def validate(self) -> None:
         """Range and consistency checks of the section (raise `ConfigError`)."""

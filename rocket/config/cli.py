@@ -131,13 +131,16 @@ def split_args(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, str]], 
     return path, overrides, rest
 
 
-def load_experiment(path: str | None, overrides: Sequence[tuple[str, str]] = ()) -> ExperimentConfig:
-    """The validated experiment of config file `path` with command-line `overrides` applied."""
-    if path is None:
+def load_experiment(
+    path: str | None, overrides: Sequence[tuple[str, str]] = (), base: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """The validated experiment of config file `path` (or of the config dict `base`, e.g. a
+    checkpoint's saved config) with command-line `overrides` applied."""
+    if path is None and base is None:
         raise ConfigError(
             "", "--config is required: an experiment file, e.g. experiments/configs/quickstart.py"
         )
-    values = load_config_file(path)
+    values = load_config_file(path) if base is None else base
     for dotted, text in overrides:
         set_path(values, dotted, parse_value(dotted, text))
     return from_dict(ExperimentConfig, values)

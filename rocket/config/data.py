@@ -15,13 +15,22 @@ class DataConfig(Section):
     """Where tokens come from.
 
     Attributes:
-      corpus: "stdlib" (this Python's standard-library sources, the built-in corpus), a folder,
-        a glob of text files, or "tfds:<name>" for a TFDS catalog dataset (needs the network).
+      corpus: "stdlib" (this Python's standard-library sources, the built-in corpus), a folder or a
+        glob of text files (split by file), one text file (split by bytes), JSONL / Parquet files
+        (a path or glob ending in .jsonl / .json / .parquet; one document per record), or
+        "hf:<name>[:<config>]" for a Hugging Face dataset (hub id or local folder), streamed.
+      text_field: the records' text field (JSONL / Parquet / hf:).
+      split: the training split of an hf: corpus.
+      val_split: the validation split of an hf: corpus ("" = the first val_docs records of `split`,
+        which training then skips).
+      val_docs: validation records read from an hf: corpus.
+      shuffle_window: an hf: corpus's chunks are shuffled within windows of this many documents.
       tokenizer: "byte" (vocab 258) or "sentencepiece" (BPE trained locally on the corpus).
       spm_vocab_size: vocabulary size of the locally trained SentencePiece model.
       seq_len: tokens per packed training row.
       batch_size: rows per global batch (split over the data-parallel axes).
-      val_fraction: fraction of files (by path hash) held out for validation, in (0, 1).
+      val_fraction: fraction held out for validation, in (0, 1): of the files (by path hash) of a
+        folder or glob, of the bytes of one text file, of the records of JSONL / Parquet files.
       eval_batches: number of validation batches per evaluation.
       cache_dir: where prepared corpora and tokenizers are cached ("" = ~/.cache/rocket or
         $ROCKET_CACHE_DIR).
@@ -36,6 +45,11 @@ class DataConfig(Section):
     """
 
     corpus: str = "stdlib"
+    text_field: str = "text"
+    split: str = "train"
+    val_split: str = ""
+    val_docs: int = 256
+    shuffle_window: int = 256
     tokenizer: str = choice("byte", TOKENIZERS)
     spm_vocab_size: int = 4096
     seq_len: int = 256
@@ -53,6 +67,8 @@ class DataConfig(Section):
         check(self.seq_len >= 2, "seq_len", f"must be >= 2, got {self.seq_len}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        check(self.val_docs >= 1, "val_docs", f"must be >= 1, got {self.val_docs}")
+        check(self.shuffle_window >= 1, "shuffle_window", f"must be >= 1, got {self.shuffle_window}")
         check(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
         check(
             self.spm_vocab_size >= 268,

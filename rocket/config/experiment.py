@@ -35,6 +35,14 @@ class ExperimentConfig(Section):
             "train.microbatches",
             f"batch_size={self.data.batch_size} is not divisible into {self.train.microbatches} microbatches",
         )
+        if self.data.tokenizer == "sentencepiece":
+            spm, extra = self.data.spm_vocab_size, " (+1 for MEAP's mask)" if self.loss.meap_rate > 0 else ""
+            check(
+                self.model.vocab_size in ((spm, spm + 1) if self.loss.meap_rate > 0 else (spm,)),
+                "model.vocab_size",
+                f"model.vocab_size={self.model.vocab_size} disagrees with data.spm_vocab_size={spm}, the "
+                f"size of the SentencePiece vocabulary trained for it; set both to the same size{extra}",
+            )
         check(
             self.loss.meap_mask_id < self.model.vocab_size,
             "loss.meap_mask_id",

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import ml_collections
 
-from rocket.config.base import ConfigError
+from rocket.config.base import ConfigError, section_path
 from rocket.config.experiment import ExperimentConfig
 from rocket.config.legacy import renamed, upgrade
 from rocket.config.model import ModelConfig
@@ -111,7 +111,8 @@ def override(cfg: T, changes: Mapping[str, Any]) -> T:
     values = to_dict(cfg)
     for path, value in changes.items():
         set_path(values, path, value)
-    return from_dict(type(cfg), values)
+    where = section_path(type(cfg))  # so errors name `model.mod.capacity` even for a bare ModelConfig
+    return from_dict(type(cfg), values, prefix=f"{where}." if where else "")
 
 
 def set_path(values: dict[str, Any], path: str, value: Any) -> None:

@@ -1,6 +1,8 @@
-"""Data: tokenizers, TFDS text corpora, token caches, packing and grain input pipelines."""
+"""Data: tokenizers, text corpora (files, JSONL/Parquet, streamed Hugging Face datasets), token caches,
+packing and grain input pipelines."""
 
-from rocket.data.corpus import Corpus, LocalText, TextSource, prepare_corpus
+from rocket.data.build import Data, build_data
+from rocket.data.corpus import Corpus, prepare_corpus
 from rocket.data.packing import (
     BATCH_KEYS,
     ChunkIndex,
@@ -12,13 +14,15 @@ from rocket.data.packing import (
 )
 from rocket.data.pipeline import (
     ChunkSource,
-    Data,
     DataIterator,
     PackedBatchIterDataset,
-    build_data,
     make_eval_batches,
+    make_stream_iterator,
     make_train_iterator,
 )
+from rocket.data.sources.files import FileText
+from rocket.data.sources.hf import HFStream
+from rocket.data.sources.records import RecordText
 from rocket.data.tokenizers import (
     ByteTokenizer,
     HFTokenizer,
@@ -38,18 +42,20 @@ __all__ = [
     "Data",
     "DataError",
     "DataIterator",
+    "FileText",
+    "HFStream",
     "HFTokenizer",
-    "LocalText",
     "PackedBatchIterDataset",
+    "RecordText",
     "RoundPacker",
     "SentencePieceTokenizer",
-    "TextSource",
     "TokenizedSplit",
     "Tokenizer",
     "build_data",
     "default_cache_dir",
     "get_tokenizer",
     "make_eval_batches",
+    "make_stream_iterator",
     "make_train_iterator",
     "pack_chunks",
     "pack_documents",

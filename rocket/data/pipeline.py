@@ -1,5 +1,7 @@
 """grain input pipeline: corpus -> token cache -> globally shuffled chunks -> packed batches.
 
+(Streamed ``hf:`` corpora skip the token cache: ``make_stream_iterator``, ``rocket.data.stream``.)
+
 Train stream (per process)::
 
     tokenize_split(split)                       # flat tokens [N] + doc_starts [D+1], cached
@@ -16,17 +18,15 @@ JSON-serialisable and exact (a restored iterator yields bitwise the same batches
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Any
 
 import grain
 import numpy as np
 
-from rocket.data.corpus import Corpus, prepare_corpus
-from rocket.data.decomposition import DecompositionIterator, DecompositionSpec
 from rocket.data.packing import ChunkIndex, DataError, RoundPacker, pack_chunks
-from rocket.data.tokenizers import Tokenizer, get_tokenizer
+from rocket.data.sources.hf import HFStream
+from rocket.data.stream import StreamChunks
+from rocket.data.tokenizers import Tokenizer
 from rocket.data.tokens import TokenizedSplit, tokenize_split
 
 Batch = dict[str, np.ndarray]  # each [batch, seq]; keys: packing.BATCH_KEYS
@@ -200,6 +200,41 @@ def make_train_iterator(
     return DataIterator(it_ds, meta)
 
 
+def make_stream_iterator(
+    stream: HFStream,
+    tokenizer: Tokenizer,
+    *,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    window: int = 256,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    held_out: frozenset[bytes] = frozenset(),
+) -> DataIterator:
+    """Infinite packed ``[batch_size, seq_len]`` batches of a streamed corpus (``rocket.data.stream``).
+
+    This process reads its shard of the records, less those whose text is in ``held_out`` (the
+    validation texts, ``HFStream.held_out``); chunks are shuffled within windows of ``window``
+    documents. The state is JSON-serialisable and exact, as in make_train_iterator.
+    """
+    _check_shard(shard_index, shard_count)
+    kw = dict(seq_len=seq_len, seed=seed, window=window, shard_index=shard_index, shard_count=shard_count)
+    it_ds = PackedBatchIterDataset(
+        StreamChunks(stream, tokenizer, held_out=held_out, **kw),
+        seq_len=seq_len,
+        batch_size=batch_size,
+        token_num_bytes=tokenizer.token_num_bytes,
+    )
+    meta = {
+        **kw,
+        "batch_size": batch_size,
+        "vocab_size": int(tokenizer.vocab_size),
+        "corpus": stream.corpus_id,
+    }
+    return DataIterator(it_ds, meta)
+
+
 def _empty_batch(batch_size: int, seq_len: int) -> Batch:
     packer = RoundPacker(batch_size, seq_len, np.zeros(1, np.int32))
     return packer.flush()
@@ -246,89 +281,3 @@ def make_eval_batches(
     while shard_count > 1 and len(batches) < max_batches:
         batches.append(_empty_batch(batch_size, seq_len))
     return batches
-
-
-@dataclasses.dataclass
-class Data:
-    """Everything the trainer needs from the data side."""
-
-    tokenizer: Tokenizer
-    train: DataIterator | DecompositionIterator
-    eval_batches: list[Batch]
-    corpus: Corpus
-    stats: dict[str, Any]  # {"train": {"docs", "bytes", "tokens"}, "validation": {...}, "eval": {...}}
-
-
-def build_data(
-    spec: str = "stdlib",
-    tokenizer_name: str = "byte",
-    *,
-    seq_len: int,
-    batch_size: int,
-    seed: int = 0,
-    val_fraction: float = 0.05,
-    cache_dir: str | os.PathLike[str] | None = None,
-    spm_vocab_size: int = 4096,
-    eval_batches: int | None = 16,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    decomposition: DecompositionSpec | None = None,
-) -> Data:
-    """Prepares the corpus, tokenizer and token caches; returns train iterator + eval batches.
-
-    Both splits are tokenized once and cached under ``<cache_dir>/tokens`` (see
-    ``rocket.data.tokens``); ``stats[split]["tokens"]`` counts their targets.
-    ``batch_size`` is per process. The model's vocab size must be
-    ``data.tokenizer.vocab_size`` (SentencePiece may yield fewer pieces than
-    ``spm_vocab_size`` on tiny corpora). With ``decomposition`` the train stream is a
-    Dataset Decomposition iterator (``rocket.data.decomposition``; seq_len a power of two).
-    """
-    corpus = prepare_corpus(spec, val_fraction=val_fraction, cache_dir=cache_dir)
-    tokenizer = get_tokenizer(tokenizer_name, corpus=corpus, vocab_size=spm_vocab_size, cache_dir=cache_dir)
-    splits = {
-        s: tokenize_split(corpus[s], tokenizer, key=f"{corpus.corpus_id}-{s}", cache_dir=cache_dir)
-        for s in ("train", "validation")
-    }
-    if decomposition is None:
-        train = make_train_iterator(
-            splits["train"],
-            tokenizer,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            seed=seed,
-            shard_index=shard_index,
-            shard_count=shard_count,
-        )
-    else:
-        if seq_len & (seq_len - 1):
-            raise DataError(f"dataset decomposition needs a power-of-two seq_len, got {seq_len}")
-        train = DecompositionIterator(
-            splits["train"],
-            tokenizer.token_num_bytes,
-            max_log2=seq_len.bit_length() - 1,
-            min_log2=decomposition.min_log2,
-            batch_size=batch_size,
-            seed=seed,
-            curriculum=decomposition.curriculum,
-            cycles=decomposition.cycles,
-            shard_index=shard_index,
-            shard_count=shard_count,
-        )
-    evals = make_eval_batches(
-        splits["validation"],
-        tokenizer,
-        seq_len=seq_len,
-        batch_size=batch_size,
-        max_batches=eval_batches,
-        shard_index=shard_index,
-        shard_count=shard_count,
-    )
-    stats: dict[str, Any] = {s: dict(v) for s, v in corpus.stats.items()}
-    for s, split in splits.items():
-        stats[s]["tokens"] = split.num_targets
-    stats["eval"] = {
-        "batches": len(evals),
-        "tokens": int(sum(b["weights"].sum() for b in evals)),
-        "bytes": int(sum(b["num_bytes"].sum() for b in evals)),
-    }
-    return Data(tokenizer=tokenizer, train=train, eval_batches=evals, corpus=corpus, stats=stats)

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from rocket import parallel
 from rocket.config import ConfigError, ExperimentConfig, to_dict
-from rocket.config.legacy import upgrade
 from rocket.data import build_data
+from rocket.data.build import corpus_options
 from rocket.data.decomposition import DecompositionSpec
 from rocket.decode import ModelStep, SamplerConfig, generate
 from rocket.interop.training import hf_experiment, initial_params, tokenizer_name
@@ -30,6 +30,7 @@ from rocket.models import Transformer, flops_per_token, param_count
 from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
 from rocket.train.metrics import MetricWriter, StepTimer, bits_per_byte, matmul_dtype, mfu, peak_flops
 from rocket.train.optim import make_optimizer
+from rocket.train.resume import checked_changes
 from rocket.train.step import TrainState, init_state, make_eval_step, make_train_step
 from rocket.train.transforms import LossTransforms
 
@@ -228,8 +229,6 @@ def _build_data(cfg: ExperimentConfig) -> Any:
         seq_len=dc.seq_len,
         batch_size=dc.batch_size // n_proc,
         seed=cfg.train.seed,
-        val_fraction=dc.val_fraction,
-        cache_dir=dc.cache_dir or None,
         spm_vocab_size=dc.spm_vocab_size,
         eval_batches=dc.eval_batches,
         shard_index=jax.process_index(),
@@ -237,21 +236,17 @@ def _build_data(cfg: ExperimentConfig) -> Any:
         decomposition=DecompositionSpec(dc.dd_min_log2, dc.dd_curriculum, dc.dd_cycles)
         if dc.decomposition
         else None,
+        shuffle_window=dc.shuffle_window,
+        **corpus_options(dc),
     )
     _check_vocab(cfg, data.tokenizer.vocab_size)
     return data
 
 
-def _config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted names of config fields whose value differs between a checkpoint and this run."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
+def _corpus_size(stats: dict[str, Any]) -> str:
+    if stats["docs"] is None:
+        return "streamed"
+    return f"{stats['docs']} train docs, {stats['bytes'] / 1e6:.1f} MB"
 
 
 def _restore_or_init(
@@ -268,7 +263,8 @@ def _restore_or_init(
         return dataclasses.replace(
             state, params=params, ema_params=None if state.ema_params is None else params
         )
-    state, data_state, meta = ckpt.restore(None, trainer.abstract_state())
+    changes = checked_changes(cfg, ckpt, lambda c: Trainer.build(c, trainer.mesh).abstract_state())
+    state, data_state, _ = ckpt.restore(None, trainer.abstract_state())
     per_host = data_state["processes"]
     if len(per_host) != jax.process_count():
         raise CheckpointError(
@@ -276,10 +272,12 @@ def _restore_or_init(
             f"{jax.process_count()}: the data positions can't be mapped; resume with the same process count"
         )
     data.train.set_state(per_host[jax.process_index()])
-    changes = _config_changes(upgrade((meta or {}).get("config", {})), to_dict(cfg))
     say(f"resumed from {ckpt.directory} at step {int(state.step)}")
     if changes:
-        say("warning: the config differs from the checkpoint's: " + "; ".join(changes))
+        say(
+            f"warning: {len(changes)} config field(s) differ from the checkpoint's (--resume_config=saved "
+            "reuses its config): " + "; ".join(changes)
+        )
     return state
 
 
@@ -304,8 +302,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     peak = peak_flops(jax.devices()[0], matmul_dtype(cfg.model.dtype))
     say(
         f"model: {param_count(cfg.model) / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token (train); "
-        f"mesh {dict(trainer.mesh.shape)}; corpus {dc.corpus!r}: {data.stats['train']['docs']} train docs, "
-        f"{data.stats['train']['bytes'] / 1e6:.1f} MB"
+        f"mesh {dict(trainer.mesh.shape)}; corpus {dc.corpus!r}: " + _corpus_size(data.stats["train"])
     )
     if peak is None:
         say(f"MFU: n/a (no peak FLOP/s known for '{jax.devices()[0].device_kind}'; set ROCKET_PEAK_FLOPS)")

@@ -30,6 +30,7 @@ import jax
 from rocket import parallel
 from rocket.config import ExperimentConfig, saved_config
 from rocket.data import Tokenizer, get_tokenizer, prepare_corpus
+from rocket.data.build import corpus_options
 from rocket.interop.training import tokenizer_name
 from rocket.models import Transformer
 from rocket.train.checkpoint import Checkpointer, CheckpointError, run_checkpoint_dir
@@ -57,11 +58,7 @@ class RestoredRun:
         needs the prepared corpus (both are cached on disk after the first time)."""
         dc, name = self.config.data, tokenizer_name(self.config)
         cache_dir = dc.cache_dir or None
-        corpus = (
-            None
-            if name != "sentencepiece"
-            else prepare_corpus(dc.corpus, val_fraction=dc.val_fraction, cache_dir=cache_dir)
-        )
+        corpus = None if name != "sentencepiece" else prepare_corpus(dc.corpus, **corpus_options(dc))
         return get_tokenizer(name, corpus=corpus, vocab_size=dc.spm_vocab_size, cache_dir=cache_dir)
 
 

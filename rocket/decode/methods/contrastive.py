@@ -55,6 +55,7 @@ class ContrastiveState:
 class ContrastiveSearch(Method):
     """top_k candidates (k >= 1), penalty alpha in [0, 1]; defaults k = 4, alpha = 0.6 (Hugging Face)."""
 
+    uses_sampler: ClassVar[bool] = False  # deterministic: `sampler` is not read (rocket.generate refuses one)
     top_k: int = 4
     alpha: float = 0.6
     emit_width: ClassVar[int] = 1

@@ -52,6 +52,7 @@ class MomentumState:
 class MomentumDecoding(Method):
     """top_k candidates, alpha (paper: 0.2), resistance R[l] for l = 0..l_max (inf = blocked)."""
 
+    uses_sampler: ClassVar[bool] = False  # deterministic: `sampler` is not read (rocket.generate refuses one)
     top_k: int = 8
     alpha: float = 0.2
     resistance: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 5.0, float("inf"))

@@ -13,7 +13,12 @@ keeps the state, so `accepting[next]` still holds after it).
 
 Supported syntax (bytes semantics; the pattern's non-ASCII characters stand for their UTF-8 bytes):
 literals, `.` (any byte but newline), classes `[a-z_]`, `[^...]`, escapes `\\d \\w \\s \\D \\W \\S`
-and escaped metacharacters, groups `( )`, alternation `|`, quantifiers `* + ? {m} {m,} {m,n}`.
+(ASCII, as Python's `re.ASCII`), `\\n \\t \\r \\f \\v`, `\\xhh` and escaped metacharacters, groups
+`( )` and `(?: )`, alternation `|`, quantifiers `* + ? {m} {m,} {m,n}` (lazy `*?` etc. match the
+same strings). Everything else (anchors `^ $ \\A \\Z`, `\\b \\B`, look-arounds, backreferences,
+named groups, inline flags, possessive quantifiers, POSIX classes `[[:alpha:]]`) raises a
+ValueError naming the construct, never a silent literal. `tests/test_regex_dfa.py` checks every
+supported construct against `re.fullmatch(pattern, s, re.ASCII)` on random strings.
 """
 
 from __future__ import annotations
@@ -33,6 +38,21 @@ _WORD[ord("_")] = True
 _SPACE = np.zeros(256, bool)
 _SPACE[[ord(c) for c in " \t\n\r\f\v"]] = True
 _CLASS_ESCAPES = {"d": _DIGIT, "w": _WORD, "s": _SPACE, "D": ~_DIGIT, "W": ~_WORD, "S": ~_SPACE}
+_CHAR_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v"}
+_UNSUPPORTED_ESCAPES = {
+    "b": "word boundary \\b",
+    "B": "non-boundary \\B",
+    "A": "anchor \\A",
+    "Z": "anchor \\Z",
+    "z": "anchor \\z",
+    "G": "anchor \\G",
+}
+_GROUP_KINDS = {
+    "=": "look-ahead (?=",
+    "!": "negative look-ahead (?!",
+    "<": "look-behind (?<",
+    "P": "named group (?P",
+}
 _DOT = _ALL.copy()
 _DOT[ord("\n")] = False
 
@@ -107,6 +127,10 @@ class _Parser:
             lo, hi = self.bounds()
         else:
             lo, hi = {"*": (0, None), "+": (1, None), "?": (0, 1)}[c]
+        if self.peek() == "?":  # lazy: the same set of full matches
+            self.take()
+        elif self.peek() == "+":
+            raise self.unsupported("possessive quantifier")
         # Re-parse the atom for each copy (fragments cannot be shared between positions).
         copies = [frag]
         for _ in range(max(lo, 1 if hi is None else hi) - 1):
@@ -142,12 +166,42 @@ class _Parser:
             raise self.error(f"bad repetition {{{body}}}")
         return lo, hi
 
+    def unsupported(self, what: str) -> ValueError:
+        return self.error(f"{what} is not supported (the constraint is a full match of bytes)")
+
+    def escape(self) -> str | np.ndarray:
+        """After a backslash: a byte set for a class escape, else the escaped character."""
+        e = self.take() if self.peek() is not None else None
+        if e is None:
+            raise self.error("trailing backslash")
+        if e in _CLASS_ESCAPES:
+            return _CLASS_ESCAPES[e]
+        if e in _UNSUPPORTED_ESCAPES:
+            raise self.unsupported(_UNSUPPORTED_ESCAPES[e])
+        if e.isdigit():
+            raise self.unsupported(f"backreference \\{e}")
+        if e == "x":
+            hexa, self.i = self.p[self.i : self.i + 2], self.i + 2
+            if len(hexa) != 2 or any(h not in "0123456789abcdefABCDEF" for h in hexa):
+                raise self.error(f"bad escape \\x{hexa}")
+            return chr(int(hexa, 16))
+        if e.isalpha() and e not in _CHAR_ESCAPES:
+            raise self.unsupported(f"escape \\{e}")
+        return _CHAR_ESCAPES.get(e, e)
+
     def atom(self) -> tuple[int, int]:
         c = self.peek()
         if c is None or c in "*+?{":
             raise self.error("expected an expression")
+        if c in "^$":
+            raise self.unsupported(f"anchor {c}")
         self.take()
         if c == "(":
+            if self.peek() == "?":
+                self.take()
+                kind = self.take() if self.peek() is not None else ""
+                if kind != ":":
+                    raise self.unsupported(_GROUP_KINDS.get(kind, f"group (?{kind}"))
             frag = self.alternation()
             if self.peek() != ")":
                 raise self.error("missing )")
@@ -158,12 +212,10 @@ class _Parser:
         if c == ".":
             return self.sets([_DOT])
         if c == "\\":
-            e = self.take() if self.peek() is not None else None
-            if e is None:
-                raise self.error("trailing backslash")
-            if e in _CLASS_ESCAPES:
-                return self.sets([_CLASS_ESCAPES[e]])
-            c = {"n": "\n", "t": "\t", "r": "\r"}.get(e, e)
+            e = self.escape()
+            if isinstance(e, np.ndarray):
+                return self.sets([e])
+            c = e
         return self.sets([_byte_set(b) for b in c.encode("utf-8")])
 
     def char_class(self) -> np.ndarray:
@@ -181,15 +233,21 @@ class _Parser:
                 break
             first = False
             self.take()
+            if c == "[" and self.peek() == ":":
+                raise self.unsupported("POSIX class [:...:]")
             if c == "\\":
-                e = self.take()
-                if e in _CLASS_ESCAPES:
-                    out |= _CLASS_ESCAPES[e]
+                e = self.escape()
+                if isinstance(e, np.ndarray):
+                    out |= e
                     continue
-                c = {"n": "\n", "t": "\t", "r": "\r"}.get(e, e)
+                c = e
             if self.peek() == "-" and self.i + 1 < len(self.p) and self.p[self.i + 1] != "]":
                 self.take()
                 hi = self.take()
+                if hi == "\\":
+                    hi = self.escape()
+                    if isinstance(hi, np.ndarray):
+                        raise self.error("a class escape cannot end a range")
                 if ord(hi) < ord(c) or ord(hi) > 127:
                     raise self.error(f"bad range {c}-{hi}")
                 out[ord(c) : ord(hi) + 1] = True

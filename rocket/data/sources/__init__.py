@@ -1,0 +1,1 @@
+"""Corpus sources: local text files, JSONL/Parquet records, streamed Hugging Face datasets."""
