@@ -173,9 +173,8 @@ def main() -> None:
         prompts = read_prompts(_PROMPTS_FILE.value, _PROMPT.value)
         draft = None
         if _HF.value:
-            target, draft, tokenizer = load_hf_steps(
-                _HF.value, _HF_DRAFT.value if method.needs_draft else None
-            )
+            target, draft, tokenizer = load_hf_steps(_HF.value, _HF_DRAFT.value)  # checks the vocabularies
+            draft = draft if method.needs_draft else None
         else:
             restored = restore_run(_CHECKPOINT.value, _STEP.value)
             tokenizer = restored.tokenizer()
