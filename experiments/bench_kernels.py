@@ -208,7 +208,7 @@ def bench_pattention(reps: int, m: int = 16384, d: int = 1024, n: int = 4096) ->
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--json", default=None, help="write every number to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (runs on CPU in interpret mode)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     ints = lambda s: [int(x) for x in s.split(",")]
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     if args.smoke:

@@ -1,6 +1,6 @@
 """Training-step throughput of the dense baseline at a few sizes, side by side in one run.
 
-  python -m experiments.bench_train [--sizes tiny,small,base] [--steps 10] [--dtype bfloat16]
+  python -m experiments.bench_train [--sizes tiny,small,base] [--steps 10] [--dtype bfloat16] [--smoke]
 
 Prints, per size: parameters, model FLOPs/token, compile time, median step time, tokens/s,
 achieved TFLOP/s and MFU (from `flops_per_token` and the device's peak; "n/a" where the peak is
@@ -25,6 +25,7 @@ from rocket.utils import enable_compilation_cache
 
 # name: (d_model, n_layers, n_heads, n_kv_heads, seq_len, batch)
 SIZES = {
+    "smoke": (32, 1, 2, 1, 16, 2),  # --smoke: seconds, the test suite's check
     "tiny": (128, 2, 4, 2, 128, 8),
     "small": (256, 4, 4, 2, 256, 8),
     "base": (512, 8, 8, 4, 256, 8),
@@ -82,7 +83,7 @@ def bench(name: str, steps: int, dtype: str, scan: bool, remat: str, vocab: int)
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -93,7 +94,10 @@ def main() -> None:
     parser.add_argument("--scan", action="store_true", help="nn.scan over layers")
     parser.add_argument("--remat", default="none")
     parser.add_argument("--vocab", type=int, default=258)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="one step of a tiny model")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.steps = "smoke", 1
     enable_compilation_cache()
     dev = jax.devices()[0]
     print(
