@@ -13,12 +13,19 @@ excluded), the speedup over autoregressive decoding of the same target in the sa
 modelled speedups from the measured per-call costs ("model": CPU costs t(w); "flat": the
 memory-bound accelerator regime). The measurement is `experiments.lib.decode_bench.measure`.
 
+Per method it also splits a round's time (one target call per round): measured seconds per round,
+the seconds of its model calls alone (from the per-call costs), and their ratio (1.0 = sampling,
+verification, tree building and bookkeeping cost nothing).
+
   --prompts 2 --repeats 2  is the quick mode (fewer prompts, fewer timing repetitions).
+  --smoke  trains 2-step models in a temporary folder and decodes one prompt with a few methods
+           (seconds of compute; the test suite's check that the script runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 from experiments.lib.decode_bench import PROMPTS, measure, train_or_load
 from experiments.lib.decode_models import add_hf_flags, hf_models
@@ -29,7 +36,7 @@ SMALL_TEMPLATE = tuple((i,) for i in range(4)) + ((0, 0), (0, 1), (1, 0), (0, 0,
 SMALL_TEMPLATE += ((0, 0, 0, 0), (0, 0, 0, 0, 0))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default="runs/bench_decode")
     ap.add_argument("--steps", type=int, default=400)
@@ -37,7 +44,11 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first N prompts")
     ap.add_argument("--repeats", type=int, default=5, help="timings per prompt / per call (best kept)")
     add_hf_flags(ap)
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="tiny run in a temporary folder")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.workdir, args.steps, args.max_new_tokens = tempfile.mkdtemp(), 2, 6
+        args.prompts, args.repeats = 1, 1
     enable_compilation_cache()
     prompts = PROMPTS[: args.prompts]
     if args.hf:  # real checkpoints: the one draft fills both draft slots
@@ -69,6 +80,8 @@ def main() -> None:
         ("token recycling 2.2.2, T=0.7", TokenRecycling(), None, t07),
     ]
 
+    if args.smoke:  # one of each kind: AR, chain, tree, draft-free, sampled
+        runs = [runs[i] for i in (0, 1, 4, 7, 8, 9)]
     runs = [r for r in runs if r[2] is None or r[2] in models]  # --hf without --hf_draft: no drafts
     results = measure(runs, models, tok, prompts, args.max_new_tokens, args.repeats)
     print("\nsample (target greedy): " + repr(PROMPTS[0] + tok.decode(results[0]["tokens"][0])))

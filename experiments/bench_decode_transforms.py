@@ -1,6 +1,6 @@
 """Decoding transforms on the shared engine, measured side by side on the built-in corpus (CPU-sized).
 
-  python -m experiments.bench_decode_transforms [--quick] [--only contrastive,bytes,streaming,awrs]
+  python -m experiments.bench_decode_transforms [--quick] [--only contrastive,bytes,streaming,awrs] [--smoke]
 
   contrastive  greedy vs nucleus (p=0.95) vs contrastive search (k=4, alpha=0.6) vs momentum
                decoding (k=8, alpha=0.2): rep-2/3/4 and
@@ -225,13 +225,16 @@ def bench_awrs(quick: bool, steps: int) -> None:
         print(line + f"  e.g. {texts[0]!r}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer training steps, prompts and tokens")
     ap.add_argument("--only", default="contrastive,bytes,streaming,awrs")
     ap.add_argument("--steps", type=int, default=None, help="training steps of the benchmark models")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="--quick with 2-step models (the test suite's check)")
+    args = ap.parse_args(argv)
     enable_compilation_cache()
+    if args.smoke:
+        args.quick, args.steps = True, 2
     steps = args.steps or (300 if args.quick else 1500)
     benches = {
         "contrastive": bench_contrastive,

@@ -13,7 +13,12 @@
   routing_plots    the families' figure panels
   iso_flop_configs the iso-FLOP ConfigDicts of experiments/configs/mo[dr]_*.py
   decode_models    small models trained once for the decoding-transform benchmarks
-  decode_bench     the speculative-decoding measurement (bench_decode, repro_decoding)
+  decode_bench     the speculative-decoding measurement (bench_decode, repro_decoding, bench_device)
+  bench_timing     side-by-side timing: callables called round-robin, best of n each
+  bench_peers      rocket's train step vs nanodo's (a source checkout) at equal shapes and FLOPs
+  bench_kernels    the kernel benchmark's sections (bench_kernels, bench_device)
+  bench_train      one dense train-step measurement: step time, tokens/s, MFU (bench_train, bench_device)
+  bench_routing    dense vs MoD vs MoR forward / train-step time against their FLOP ratio
 
 Adding an experiment: docs/extending.md ("a new experiment").
 """

@@ -110,14 +110,18 @@ def call_time(model: ModelStep, width: int, max_len: int, repeats: int) -> float
     return min(times) / CALLS_PER_TIMING
 
 
-def modelled(row: dict, method, draft_name: str | None, t: dict) -> tuple[float, float]:
-    """(speedup from the measured costs t[(model, width)], flat-cost speedup) for one method."""
+def modelled(row: dict, method, draft_name: str | None, t: dict) -> tuple[float, float, float]:
+    """(speedup from the measured costs t[(model, width)], flat-cost speedup, seconds of one round's
+    model calls: the target's verify call plus the round's draft calls) for one method."""
     verify, draft_widths = call_widths(method)
     t1 = t[("target", 1)]
     t_draft = float(np.mean([t[(draft_name, w)] for w in draft_widths])) if draft_widths else 0.0
     flat_draft = t[(draft_name, 1)] if draft_widths else 0.0
-    return modelled_speedup(row, t1, t[("target", verify)], t_draft), modelled_speedup(
-        row, t1, t1, flat_draft
+    drafts_per_round = row["draft_calls_per_token"] / row["target_calls_per_token"]
+    return (
+        modelled_speedup(row, t1, t[("target", verify)], t_draft),
+        modelled_speedup(row, t1, t1, flat_draft),
+        t[("target", verify)] + drafts_per_round * t_draft,
     )
 
 
@@ -184,7 +188,10 @@ def measure(
     """Decodes `prompts` with every run (name, method, draft name or None, sampler) -> one dict per
     run: `decode_stats`, tokens/s, `speedup` over the autoregressive run of the same sampler (which
     must come first in `runs`), `model_speedup` / `flat_speedup` (`modelled`), `theory_mat` (chains
-    only), `same_as_ar` (greedy runs: output identical to greedy AR, else None) and `tokens`.
+    only), `same_as_ar` (greedy runs: output identical to greedy AR, else None), `tokens`, and the
+    round's cost split: `round_s` (measured seconds per round = per target call), `model_call_s` (its
+    model calls alone, from the per-call costs) and `round_overhead` = round_s / model_call_s (1.0:
+    sampling, verification, tree building and bookkeeping cost nothing).
 
     models: "target" and the drafts by name; per-call costs are measured at every width the runs use
     (one cache size: the largest any run needs) and printed."""
@@ -217,7 +224,9 @@ def measure(
             if sampler.greedy
             else None
         )
-        r["model_speedup"], r["flat_speedup"] = modelled(r, method, draft, t)
+        r["model_speedup"], r["flat_speedup"], r["model_call_s"] = modelled(r, method, draft, t)
+        r["round_s"] = 1.0 / (r["tokens_per_s"] * r["target_calls_per_token"])  # one target call a round
+        r["round_overhead"] = r["round_s"] / r["model_call_s"]
         is_chain = isinstance(method, Speculative) and set(method.branching) == {1}
         r["theory_mat"] = chain_mat(r["position_acceptance"], len(method.branching)) if is_chain else None
         r["name"], r["sampler"], r["seconds"] = name, sampler, time.time() - t0
@@ -242,6 +251,7 @@ def print_run(r: dict) -> None:
         f"{r['name']:30s} acc {r['acceptance']:.3f} a/pos {r['position_acceptance']:.3f}  "
         f"MAT {r['mean_accepted_tokens']:.2f}{theory}  target/tok {r['target_calls_per_token']:.3f}  "
         f"draft/tok {r['draft_calls_per_token']:.3f}  {r['tokens_per_s']:7.1f} tok/s  x{r['speedup']:.2f}  "
-        f"model x{r['model_speedup']:.2f}  flat(model) x{r['flat_speedup']:.2f}{same}  [{r['seconds']:.0f}s]",
+        f"model x{r['model_speedup']:.2f}  flat(model) x{r['flat_speedup']:.2f}  round {r['round_s'] * 1e3:.2f} ms "
+        f"= {r['round_overhead']:.2f} x calls {r['model_call_s'] * 1e3:.2f} ms{same}  [{r['seconds']:.0f}s]",
         flush=True,
     )

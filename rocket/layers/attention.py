@@ -28,6 +28,7 @@ mutable=["intermediates"])`), every layer also sows `attn_probs` [B, H, T, S] fl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -103,11 +104,19 @@ def softmax_attention(
         raise ValueError("a re-weighting power applies to kind='softplus' only, got kind='softmax'")
     b, t, h, d = q_bthd.shape
     kv_heads = k_bskd.shape[2]
+    # 1/sqrt(D_h) scales q[B, T, H, D_h] rather than the S/D_h-times larger scores where that is
+    # exact (a power of two: D_h = 4^n), else the float32 scores: the same numbers either way.
+    scale = d**-0.5
+    q_scale, s_scale = (scale, 1.0) if math.log2(scale).is_integer() else (1.0, scale)
+    q_bthd = q_bthd * jnp.asarray(q_scale, q_bthd.dtype) if q_scale != 1.0 else q_bthd
+    if kv_heads == h:  # multi-head: plain 4-D contractions lay out better than a unit group axis
+        scores_bhts = jnp.einsum("bthd,bshd->bhts", q_bthd, k_bskd, preferred_element_type=jnp.float32)
+        scores_bhts = jnp.where(mask_bts[:, None], scores_bhts * s_scale, _NEG_INF)
+        probs_bhts = jax.nn.softmax(scores_bhts, axis=-1)
+        return jnp.einsum("bhts,bshd->bthd", probs_bhts.astype(v_bskd.dtype), v_bskd)
     q_btkgd = q_bthd.reshape(b, t, kv_heads, h // kv_heads, d)
-    scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd, preferred_element_type=jnp.float32) * (
-        d**-0.5
-    )
-    scores_bkgts = jnp.where(mask_bts[:, None, None], scores_bkgts, _NEG_INF)
+    scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd, preferred_element_type=jnp.float32)
+    scores_bkgts = jnp.where(mask_bts[:, None, None], scores_bkgts * s_scale, _NEG_INF)
     probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1)
     out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts.astype(v_bskd.dtype), v_bskd)
     return out_btkgd.reshape(b, t, h, d)
