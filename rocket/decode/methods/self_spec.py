@@ -82,6 +82,26 @@ def commit_layers(
     )
 
 
+def verify_forward(
+    cfg: ModelConfig,
+    params: Any,
+    plan: DraftPlan,
+    h_btd: jax.Array,
+    active_bt: jax.Array,
+    positions_bt: jax.Array,
+    cache: Cache,
+) -> tuple[jax.Array, list, list]:
+    """The verifier call: stages [shared, n) from the hidden states h[B, T, D] the draft stored at
+    the first skipped stage, then the LM head -> (logits[B, T, V], K/V and valid masks of the
+    remaining cache layers). It computes nothing of the shared prefix."""
+    b, t = positions_bt.shape
+    suffix = plan.stages[plan.shared :]
+    h_btd, _, kvs, valids = run_stages(
+        cfg, params, suffix, h_btd, active_bt, positions_bt, causal_mask(b, t), cache.layer
+    )
+    return readout(cfg, params, h_btd)[0], kvs, valids
+
+
 def _model(ctx: Ctx) -> tuple[ModelConfig, Any]:
     return ctx.target.module.cfg, ctx.target.variables["params"]
 
@@ -180,11 +200,7 @@ class _SelfDraft(Method):
         positions_bt = s.pos[:, None] + jnp.arange(t, dtype=jnp.int32)
         h_btd = jnp.concatenate([jnp.moveaxis(h_g[:, :, 0], 0, 1), h_last], axis=1)
         act_bt = jnp.concatenate([act_g[:, :, 0].T, act_last], axis=1)
-        suffix = plan.stages[plan.shared :]
-        h_btd, _, kvs, valids = run_stages(
-            cfg, params, suffix, h_btd, act_bt, positions_bt, causal_mask(b, t), cache.layer
-        )
-        logits_btv, _ = readout(cfg, params, h_btd)
+        logits_btv, kvs, valids = verify_forward(cfg, params, plan, h_btd, act_bt, positions_bt, cache)
 
         # 3. Verify the chain (node i's child is node i + 1).
         parent = jnp.broadcast_to(jnp.arange(-1, g, dtype=jnp.int32), (b, t))
