@@ -4,13 +4,13 @@ skipping, and MoD / MoR models drafting with their own shallow path, against AR 
   python -m experiments.repro_selfspec [--quick] [--seeds 0,1]
 
 Elhoushi et al., LayerSkip (arXiv 2404.16710); Zhang et al., Draft & Verify (arXiv 2309.08168).
-Byte-level models (d=96, 4 layers, context 128) trained on the built-in corpus with the standard
+Byte-level models (d=64, 4 layers, context 64, batch 8) trained on the built-in corpus with the standard
 trainer: dense; dense with LayerSkip's early-exit loss (rotational curriculum R=2, layer dropout
 p_max=0.1); MoD (routed layers 1 and 3, capacity 0.5); MoR (cycle sharing, 2 recursions, expert
 router); and a separate 2-layer dense draft model (the cost of a half-depth self-draft).
 
 Free choices are fixed on held-out *selection* prompts before anything is scored: the exit layer
-(1..3, gamma = 4) and Draft & Verify's skip set (every set of 1-2 of layers 1..3), each by the
+(1..3, gamma = 4, on the early-exit-trained model) and Draft & Verify's skip set (every set of 1-2 of layers 1..3), each by the
 fewest target-equivalent calls per token. Scored prompts are other validation rows. Greedy decoding
 (the acceptance is deterministic), plus one sampled (T = 1) run of the LayerSkip configuration.
 Measured: acceptance, mean accepted tokens (MAT), target-equivalent calls per token (each call
@@ -18,7 +18,7 @@ weighted by the depth it runs), measured wall-clock speedup over AR (batch of sc
 median of repeats, a shared 2-core CPU), and the modelled speedup of `rocket.decode.cost_model` from
 measured per-call times. Verdicts read the measured speedup only (two-sided: a gain more than 3x
 the paper's beyond the seed spread reads "implausible - see controls").
-Quick: 250 steps, seed 0, 8 scored prompts; full: 500 steps, seeds 0,1, 16 scored prompts.
+Quick: 150 steps, seed 0, 8 scored prompts; full: 400 steps, seeds 0,1, 16 scored prompts.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from rocket.decode.methods import SelfExit, SelfMoD, SelfMoR, SelfSkip
 from rocket.models import Transformer
 
 TITLE = "Self-speculative decoding (LayerSkip early exit, Draft & Verify skipping, MoD / MoR drafts)"
-QUICK_HELP = "250 steps, seed 0, 8 scored prompts (full: 500 steps, seeds 0,1, 16 scored prompts)"
-GAMMA, PROMPT_LEN, MAX_NEW = 4, 32, 48
-ARCH = dict(d_model=96, n_layers=4, n_heads=4, n_kv_heads=2)
+QUICK_HELP = "150 steps, seed 0, 8 scored prompts (full: 400 steps, seeds 0,1, 16 scored prompts)"
+GAMMA, PROMPT_LEN, MAX_NEW, CTX = 4, 24, 32, 64
+ARCH = dict(d_model=64, n_layers=4, n_heads=4, n_kv_heads=2)
 MODELS = {
     "dense": dict(ARCH),
     "dense_ee": dict(ARCH),
@@ -71,7 +71,7 @@ def verdict(speedups: list[float], paper: float, noise: float) -> tuple[str, str
 def train_all(root: str, seed: int, steps: int) -> dict[str, ModelStep]:
     out = {}
     for name, kw in MODELS.items():
-        cfg = experiment(f"{root}/{name}", steps=steps, seed=seed, **kw)
+        cfg = experiment(f"{root}/{name}", steps=steps, seed=seed, seq_len=CTX, batch_size=8, **kw)
         if name == "dense_ee":
             cfg = dataclasses.replace(cfg, loss=EARLY_EXIT)
         run(cfg)
@@ -81,16 +81,14 @@ def train_all(root: str, seed: int, steps: int) -> dict[str, ModelStep]:
 
 def evaluate_seed(root: str, seed: int, steps: int, n_score: int) -> tuple[list[dict], dict]:
     models = train_all(root, seed, steps)
-    select_bp, score_bp = prompts(eval_batches(128, 4), 4, n_score, PROMPT_LEN)
+    select_bp, score_bp = prompts(eval_batches(CTX, 4), 4, n_score, PROMPT_LEN)
     chosen, trials = {}, {}
     exits = [SelfExit(exit_layer=k, gamma=GAMMA) for k in (1, 2, 3)]
-    for name in ("dense", "dense_ee"):
-        chosen[f"{name}/exit"], trials[f"{name}/exit"] = choose(models[name], exits, select_bp, MAX_NEW)
+    chosen["dense_ee/exit"], trials["dense_ee/exit"] = choose(models["dense_ee"], exits, select_bp, MAX_NEW)
     skips = [SelfSkip(skip=s, gamma=GAMMA) for s in skip_candidates(4)]
     chosen["dense/skip"], trials["dense/skip"] = choose(models["dense"], skips, select_bp, MAX_NEW)
     runs = [  # (label, model, method, draft, sampler)
         ("LayerSkip exit, EE-trained", "dense_ee", chosen["dense_ee/exit"], None, None),
-        ("LayerSkip exit, plain-trained", "dense", chosen["dense/exit"], None, None),
         ("exit at 2, EE-trained", "dense_ee", SelfExit(exit_layer=2, gamma=GAMMA), None, None),
         ("exit at 2, plain-trained", "dense", SelfExit(exit_layer=2, gamma=GAMMA), None, None),
         ("separate 2-layer draft", "dense_ee", Speculative(branching=(1,) * GAMMA), "draft2", None),
@@ -127,7 +125,7 @@ def evaluate_seed(root: str, seed: int, steps: int, n_score: int) -> tuple[list[
 
 
 def measure(args: argparse.Namespace) -> Report:
-    steps, n_score = (250, 8) if args.quick else (500, 16)
+    steps, n_score = (150, 8) if args.quick else (400, 16)
     run_seeds = seeds(args, [0] if args.quick else [0, 1])
     rows, data = [], {}
     for seed in run_seeds:
@@ -150,7 +148,7 @@ def measure(args: argparse.Namespace) -> Report:
     axes[1].set_yticks(y, [""] * len(labels))
     axes[1].set_xlabel("draft acceptance rate")
 
-    setup = f"byte-level stdlib corpus, d=96, 4 layers, {steps} steps, seeds {run_seeds}, greedy, CPU"
+    setup = f"byte-level stdlib corpus, d=64, 4 layers, context {CTX}, {steps} steps, seeds {run_seeds}, greedy, CPU"
     noise = 0.1  # run-to-run spread of CPU wall-clock ratios on a shared machine
     ls = col("LayerSkip exit, EE-trained", "measured_speedup")
     dv = col("Draft & Verify skip, plain", "measured_speedup")

@@ -205,3 +205,42 @@ def test_gamma_must_be_positive_and_methods_are_registered():
         SelfExit(gamma=0)
     assert {"self_exit", "self_skip", "self_mod", "self_mor"} <= set(METHODS)
     assert SelfSkip(skip="3, 1").skip == (1, 3)
+
+
+def _cli(tmp_path, method: str):
+    import os
+    import subprocess
+    import sys
+
+    from rocket.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, to_dict
+    from rocket.train.checkpoint import Checkpointer
+    from rocket.train.loop import Trainer
+    from tests.helpers import TINY
+
+    workdir = tmp_path / "run"
+    cfg = ExperimentConfig(
+        model=ModelConfig(**TINY),
+        data=DataConfig(seq_len=32, batch_size=2),
+        train=TrainConfig(workdir=str(workdir), steps=1),
+    )
+    with Checkpointer(str(workdir / "checkpoints"), async_save=False) as ckpt:
+        ckpt.save(1, Trainer.build(cfg).init(0), data_state=None, meta={"config": to_dict(cfg)})
+        ckpt.wait()
+    cmd = [sys.executable, "-m", "rocket.generate", f"--checkpoint={workdir}", f"--method={method}"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        cmd + ["--max_new_tokens=8", "--prompt=def f"], cwd=root, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_bad_draft_path_is_exit_2(tmp_path):
+    res = _cli(tmp_path, "self_mod")  # a dense checkpoint has no routed layers
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: self_mod needs a Mixture-of-Depths model, but this model has no routed (MoD) layers"
+    ], res.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_cli_decodes_with_a_self_draft(tmp_path):
+    res = _cli(tmp_path, "self_exit")
+    assert res.returncode == 0 and "mean_accepted_tokens" in res.stdout, res.stderr[-2000:]
