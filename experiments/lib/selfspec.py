@@ -113,10 +113,11 @@ def call_times(step: ModelStep, method: Any, draft: ModelStep | None, max_len: i
 
 
 def skip_candidates(n_layers: int, max_size: int = 2) -> list[tuple[int, ...]]:
-    """Draft & Verify's search space here: every set of 1..max_size layers, never layer 0 (the
-    embedding's first layer carries the most), never all layers."""
+    """Draft & Verify's search space here: every set of 1..max_size layers, never layer 0, never a
+    suffix {k, ..., L - 1} (that is an early exit, `SelfExit`, not layer skipping)."""
     layers = range(1, n_layers)
-    return [c for k in range(1, max_size + 1) for c in itertools.combinations(layers, k) if len(c) < n_layers]
+    sets = [c for k in range(1, max_size + 1) for c in itertools.combinations(layers, k)]
+    return [c for c in sets if c != tuple(range(c[0], n_layers))]
 
 
 def choose(step: ModelStep, candidates: list, select_bp: jax.Array, max_new: int) -> tuple[Any, list[dict]]:
