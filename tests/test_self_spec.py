@@ -244,3 +244,13 @@ def test_cli_bad_draft_path_is_exit_2(tmp_path):
 def test_cli_decodes_with_a_self_draft(tmp_path):
     res = _cli(tmp_path, "self_exit")
     assert res.returncode == 0 and "mean_accepted_tokens" in res.stdout, res.stderr[-2000:]
+
+
+def test_the_repro_verdict_is_two_sided():
+    from experiments.repro_selfspec import verdict
+
+    assert verdict([1.8, 1.9], 2.16, 0.1) == ("reproduced", "")
+    assert verdict([1.2], 2.16, 0.1) == ("partly", "")  # faster, but under half the paper's gain
+    assert verdict([1.05], 2.16, 0.1) == ("inconclusive", "")  # within the noise
+    assert verdict([0.5], 2.16, 0.1) == ("not reproduced", "")
+    assert verdict([6.0], 2.16, 0.1) == ("inconclusive", "implausible - see controls")  # > 3x the paper's effect
