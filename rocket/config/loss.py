@@ -9,6 +9,7 @@ from rocket.config.base import Registry, Section, check, choice
 REWEIGHT_STRATEGIES = ("none", "uniform", "linupper", "quadratic", "extremes", "upper")
 REWEIGHT_UNITS = ("row", "segment")
 TOKEN_SELECTIONS = ("none", "sstoken")
+EARLY_EXIT_CURRICULA = ("rotational", "none")  # LayerSkip's rotational curriculum, or every exit
 # Transforms a user project adds (`rocket.train.transforms.register_transform`), enabled by name in
 # `loss.transforms`; rocket's own transforms are configured by the fields above.
 USER_TRANSFORMS: Registry = Registry("training transform", ())
@@ -39,6 +40,11 @@ class LossConfig(Section):
       token_warmup_steps: gamma = 0 (attention only) before this step, as the official code.
       aux_scales: extra scales for the model's aux losses, "name:scale,name:scale" (e.g.
         "mod_balance:0.5"); each named loss must be produced by the model.
+      early_exit_scale: weight of LayerSkip's early-exit loss (arXiv 2404.16710) added to the
+        objective (`rocket.train.early_exit`); 0 = off. Dense models only.
+      early_exit_e_scale: e_scale of the per-exit scales e(l); early_exit_curriculum: "rotational"
+        (exits every `early_exit_rotation` layers, rotating each step) or "none" (every exit);
+      layer_dropout: p_max of LayerSkip's layer dropout in the early-exit forward, in [0, 1).
       transforms: comma-separated names of registered user transforms to compose after rocket's
         own (`docs/extending.md`, "A new training transform").
     """
@@ -56,6 +62,11 @@ class LossConfig(Section):
     token_ema_decay: float = 0.99
     token_warmup_steps: int = 0
     aux_scales: str = ""
+    early_exit_scale: float = 0.0
+    early_exit_e_scale: float = 1.0
+    early_exit_curriculum: str = choice("rotational", EARLY_EXIT_CURRICULA)
+    early_exit_rotation: int = 2
+    layer_dropout: float = 0.0
     transforms: str = ""
 
     def validate(self) -> None:
@@ -77,6 +88,18 @@ class LossConfig(Section):
         )
         check(self.token_warmup_steps >= 0, "token_warmup_steps", "must be >= 0")
         parse_aux_scales(self.aux_scales)
+        check(self.early_exit_scale >= 0, "early_exit_scale", f"must be >= 0, got {self.early_exit_scale}")
+        check(
+            self.early_exit_e_scale > 0, "early_exit_e_scale", f"must be > 0, got {self.early_exit_e_scale}"
+        )
+        check(
+            self.early_exit_rotation >= 1,
+            "early_exit_rotation",
+            f"must be >= 1, got {self.early_exit_rotation}",
+        )
+        check(
+            0.0 <= self.layer_dropout < 1.0, "layer_dropout", f"must be in [0, 1), got {self.layer_dropout}"
+        )
         for name in self.transform_names:
             check(
                 name in USER_TRANSFORMS,

@@ -40,6 +40,7 @@ Batch = dict[str, jax.Array]
 
 MODEL_RNG_STREAM = "sample"  # flax rng stream name for a model's per-call randomness
 _BATCH_KEY_SALT = 0x6D656170  # folded into the step key for batch transforms
+_EXTRA_KEY_SALT = 0x65786974  # ... and for extra losses (layer dropout)
 
 
 @flax.struct.dataclass
@@ -178,6 +179,12 @@ def make_train_step(
         for name, value in aux.get("metrics", {}).items():
             sums[f"model/{name}"] = jax.lax.stop_gradient(value) * sums["tokens"]
         total_aux = sum(aux_losses.values(), jnp.zeros((), jnp.float32))
+        for i, (name, scale, fn) in enumerate(transforms.extra_losses):  # e.g. the early-exit loss
+            value, extra_metrics = fn(params, batch, step, jax.random.fold_in(rng, _EXTRA_KEY_SALT + i))
+            total_aux = total_aux + scale * value
+            sums[f"transform/{name}"] = jax.lax.stop_gradient(value) * sums["tokens"]
+            for key, metric in extra_metrics.items():
+                sums[f"transform/{key}"] = metric * sums["tokens"]
         return objective + total_aux * sums["tokens"], sums
 
     grad_fn = jax.grad(summed_objective, has_aux=True)  # -> (d objective / d params, sums)

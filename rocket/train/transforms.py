@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from rocket.config import USER_TRANSFORMS, LossConfig, ModelConfig
+from rocket.train.early_exit import ExtraLossFn, early_exit_loss_fn
 from rocket.train.reweighting import sample_weights, sstoken_keep
 
 Batch = dict[str, jax.Array]
@@ -171,6 +172,8 @@ class LossTransforms:
     aux_scales: tuple[tuple[str, float], ...] = ()  # (aux loss name, extra scale)
     ema_decay: float | None = None  # keep an EMA "history" copy of the params in TrainState
     capture_attention: bool = False  # run the model with attention probabilities sown
+    # (name, scale, fn): scale * fn(params, batch, step, key) joins the objective (early-exit loss)
+    extra_losses: tuple[tuple[str, float, ExtraLossFn], ...] = ()
 
     @classmethod
     def from_config(cls, lcfg: LossConfig, mcfg: ModelConfig) -> LossTransforms:
@@ -196,7 +199,18 @@ class LossTransforms:
             weight_fns.append(
                 sstoken_fn(keep=lcfg.token_keep, gamma=lcfg.token_gamma, warmup_steps=lcfg.token_warmup_steps)
             )
+        extra = ()
+        if lcfg.early_exit_scale > 0:
+            fn = early_exit_loss_fn(
+                mcfg,
+                e_scale=lcfg.early_exit_e_scale,
+                kind=lcfg.early_exit_curriculum,
+                rotation=lcfg.early_exit_rotation,
+                p_max=lcfg.layer_dropout,
+            )
+            extra = (("early_exit", lcfg.early_exit_scale, fn),)
         own = cls(
+            extra_losses=extra,
             batch_fns=tuple(batch_fns),
             weight_fns=tuple(weight_fns),
             aux_scales=tuple(lcfg.aux_scale_map.items()),
@@ -219,6 +233,7 @@ class LossTransforms:
             aux_scales=self.aux_scales + other.aux_scales,
             ema_decay=self.ema_decay if self.ema_decay is not None else other.ema_decay,
             capture_attention=self.capture_attention or other.capture_attention,
+            extra_losses=self.extra_losses + other.extra_losses,
         )
 
     def transform_batch(self, key: jax.Array, batch: Batch, step: jax.Array) -> Batch:

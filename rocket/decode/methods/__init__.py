@@ -14,6 +14,7 @@ from rocket.decode.methods.autoregressive import Autoregressive
 from rocket.decode.methods.awrs import AWRSDecode
 from rocket.decode.methods.contrastive import ContrastiveSearch
 from rocket.decode.methods.momentum import MomentumDecoding
+from rocket.decode.methods.self_spec import SelfExit, SelfMoD, SelfMoR, SelfSkip
 from rocket.decode.methods.speculative import DySpec, Speculative
 from rocket.decode.methods.streaming import StreamingAR, StreamPolicy
 from rocket.decode.methods.token_recycling import TokenRecycling
@@ -29,6 +30,11 @@ METHODS: dict[str, Method] = {
     "contrastive": ContrastiveSearch(),  # k = 4, alpha = 0.6
     "momentum": MomentumDecoding(),
     "streaming": StreamingAR(),  # attention sinks + rolling window (StreamingLLM defaults)
+    # self-speculation: the model drafts with its own shallow path, one KV cache (gamma = 4)
+    "self_exit": SelfExit(exit_layer=1),  # early exit after layer 1 (LayerSkip)
+    "self_skip": SelfSkip(skip=(1,)),  # skip a layer set (Draft & Verify)
+    "self_mod": SelfMoD(),  # MoD: every routed layer skipped
+    "self_mor": SelfMoR(recursions=1),  # MoR: the first recursion only
 }
 
 
@@ -76,6 +82,10 @@ __all__ = [
     "StreamPolicy",
     "StreamingAR",
     "TokenRecycling",
+    "SelfExit",
+    "SelfMoD",
+    "SelfMoR",
+    "SelfSkip",
     "register_method",
     "resolve_method",
 ]
