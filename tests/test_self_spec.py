@@ -212,20 +212,10 @@ def _cli(tmp_path, method: str):
     import subprocess
     import sys
 
-    from rocket.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, to_dict
-    from rocket.train.checkpoint import Checkpointer
-    from rocket.train.loop import Trainer
-    from tests.helpers import TINY
+    from tests.helpers import save_tiny_run
 
     workdir = tmp_path / "run"
-    cfg = ExperimentConfig(
-        model=ModelConfig(**TINY),
-        data=DataConfig(seq_len=32, batch_size=2),
-        train=TrainConfig(workdir=str(workdir), steps=1),
-    )
-    with Checkpointer(str(workdir / "checkpoints"), async_save=False) as ckpt:
-        ckpt.save(1, Trainer.build(cfg).init(0), data_state=None, meta={"config": to_dict(cfg)})
-        ckpt.wait()
+    save_tiny_run(workdir)
     cmd = [sys.executable, "-m", "rocket.generate", f"--checkpoint={workdir}", f"--method={method}"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(
@@ -253,4 +243,7 @@ def test_the_repro_verdict_is_two_sided():
     assert verdict([1.2], 2.16, 0.1) == ("partly", "")  # faster, but under half the paper's gain
     assert verdict([1.05], 2.16, 0.1) == ("inconclusive", "")  # within the noise
     assert verdict([0.5], 2.16, 0.1) == ("not reproduced", "")
-    assert verdict([6.0], 2.16, 0.1) == ("inconclusive", "implausible - see controls")  # > 3x the paper's effect
+    assert verdict([6.0], 2.16, 0.1) == (
+        "inconclusive",
+        "implausible - see controls",
+    )  # > 3x the paper's effect
