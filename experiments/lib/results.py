@@ -39,6 +39,8 @@ from typing import Any
 
 import matplotlib
 
+from experiments.lib.verdicts import VERDICTS
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -54,9 +56,13 @@ class Claim:
     """One row of the README's results table: what the paper reports, and what we measured.
 
     claim: the statement, e.g. "MoD (c=0.125) matches or beats dense at equal training FLOPs".
-    paper / paper_setup: the paper's number and the scale it was measured at.
+    paper_setup: the scale the paper measured at.
+    paper: the paper's own number with its table or figure ("Table 2, 360M: ..."); a number taken
+        second-hand is marked so; "-" where the paper states no number for the claim.
     ours / our_setup: our number (formatted, with its spread where there are seeds) and our scale.
-    verdict: "reproduced", "partly", "not reproduced" or "inconclusive" (our reading of `ours`).
+    verdict: one of `experiments.lib.verdicts.VERDICTS` (our reading of `ours`, two-sided against
+        the paper's effect size).
+    control: the control that rules out the obvious confound, and what it showed ("" if none).
     """
 
     claim: str
@@ -65,11 +71,11 @@ class Claim:
     ours: str
     our_setup: str
     verdict: str
+    control: str = ""
 
     def __post_init__(self):
-        verdicts = ("reproduced", "partly", "not reproduced", "inconclusive")
-        if self.verdict not in verdicts:
-            raise ValueError(f"Claim.verdict must be one of {verdicts}, got {self.verdict!r}")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"Claim.verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,13 +177,14 @@ def write_results(args: argparse.Namespace, title: str, report: Report) -> str:
 
 
 def claims_table(claims: list[dict[str, str]]) -> str:
-    """A markdown table: claim | paper | paper's setup | ours | our setup | verdict."""
+    """A markdown table: claim | paper | paper's setup | ours | our setup | control | verdict."""
+    keys = ("claim", "paper", "paper_setup", "ours", "our_setup", "control", "verdict")
     lines = [
-        "| claim | paper | paper's setup | ours | our setup | verdict |",
-        "|---|---|---|---|---|---|",
+        "| claim | paper | paper's setup | ours | our setup | control | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in claims:
-        cells = [c[k].replace("|", "\\|").replace("\n", " ") for k in Claim.__dataclass_fields__]
+        cells = [c.get(k, "").replace("|", "\\|").replace("\n", " ") or "-" for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
