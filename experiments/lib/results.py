@@ -33,8 +33,9 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
@@ -45,6 +46,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS_DIR = "results"
+# --quick results never land in results/ (the committed full-mode numbers) unless --out says so
+QUICK_DIR = os.path.join(tempfile.gettempdir(), "rocket_quick_results")
 FILES = ("results.json", "results.csv", "plot.png", "summary.md")
 # the reproductions (experiments/repro_<name>.py) in README order: architectures, then decoding, then
 # training transforms
@@ -144,7 +147,7 @@ def write_results(args: argparse.Namespace, title: str, report: Report) -> str:
     _finite_numbers(data, "data")
     if not rows:
         raise ValueError("write_results needs at least one row")
-    out = args.out or os.path.join(RESULTS_DIR, args.name)
+    out = args.out or default_out(args.name, args.quick)
     os.makedirs(out, exist_ok=True)
     record = {
         "name": args.name,
@@ -176,6 +179,32 @@ def write_results(args: argparse.Namespace, title: str, report: Report) -> str:
     return out
 
 
+def default_out(name: str, quick: bool) -> str:
+    """Where a result goes without --out: results/<name>/ for a full run, QUICK_DIR/<name>/ for a
+    --quick one (a quick run never overwrites the committed full-mode results)."""
+    return os.path.join(QUICK_DIR if quick else RESULTS_DIR, name)
+
+
+def rederive_results(
+    path: str, derive: Callable[[dict[str, Any]], tuple[list[Claim], str]]
+) -> dict[str, Any]:
+    """Re-derives the claims and the summary of the stored result in `path` from its stored
+    measurements (`derive(record) -> (claims, summary)`, record = results.json) and rewrites
+    results.json and summary.md; rows, data, plot, command, mode and wall time stay as they were.
+    For verdict-rule and wording changes that do not change what was measured."""
+    record = load_results(path)
+    claims, summary = derive(record)
+    record["claims"] = [dataclasses.asdict(c) for c in claims]
+    record["summary"] = summary.strip()
+    record["rederived"] = time.strftime("%Y-%m-%d", time.gmtime())
+    with open(os.path.join(path, "summary.md"), "w") as f:
+        f.write(summary_markdown(record, image="plot.png"))
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    return record
+
+
 def claims_table(claims: list[dict[str, str]]) -> str:
     """A markdown table: claim | paper | paper's setup | ours | our setup | control | verdict."""
     keys = ("claim", "paper", "paper_setup", "ours", "our_setup", "control", "verdict")
@@ -194,8 +223,13 @@ def summary_markdown(record: dict[str, Any], *, image: str) -> str:
     return (
         f"## {record['title']}\n\n{record['summary']}\n\n{claims_table(record['claims'])}\n\n"
         f"![{record['name']}]({image})\n\n"
-        f"Mode: {record['mode']}, {record['wall_s'] / 60:.1f} min on {record['date']}. "
-        f"Rerun: `{record['command']}`.\n"
+        f"Mode: {record['mode']}, {record['wall_s'] / 60:.1f} min on {record['date']}"
+        + (
+            f"; verdicts re-derived from the stored numbers on {record['rederived']}"
+            if "rederived" in record
+            else ""
+        )
+        + f". Rerun: `{record['command']}`.\n"
     )
 
 
@@ -241,7 +275,9 @@ def render_results_section(results_dir: str, names: Sequence[str]) -> str:
             "",
             f"![{name}]({results_dir}/{name}/plot.png)",
             "",
-            f"`{r['command']}` ({r['mode']}, {r['wall_s'] / 60:.1f} min, {r['date']}); numbers in "
+            f"`{r['command']}` ({r['mode']}, {r['wall_s'] / 60:.1f} min, {r['date']}"
+            + (f"; verdicts re-derived {r['rederived']}" if "rederived" in r else "")
+            + "); numbers in "
             f"[`{results_dir}/{name}/`]({results_dir}/{name}/).",
             "",
         ]
