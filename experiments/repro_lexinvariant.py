@@ -143,9 +143,7 @@ def measure(args: argparse.Namespace) -> Report:
         "steps": steps,
         **{f"{t}_{n}_{m}": res[t][n][m] for t in res for n in MODELS for m in ("nats", "correct")},
     }
-    claims, summary = derive(
-        {"rows": rows, "data": _plain_arrays(data), "mode": "quick" if args.quick else "full"}
-    )
+    claims, summary = derive({"rows": rows, "data": data, "mode": "quick" if args.quick else "full"})
     return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
 
 
