@@ -31,6 +31,7 @@ import numpy as np
 
 from experiments.lib import decode_bench, verdicts
 from experiments.lib.cli import repro_main
+from experiments.lib.presets import PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from rocket.decode import Autoregressive, DySpec, SamplerConfig, Speculative, TokenRecycling
 from rocket.utils import enable_compilation_cache
@@ -242,9 +243,31 @@ def measure(args: argparse.Namespace) -> Report:
     return Report(rows=rows, claims=claims, summary=summary, fig=plot(rows, gamma_rows), data=data)
 
 
+PAPER = PaperPreset(
+    source="Token Recycling (Luo et al. 2024), Table 1: Vicuna-7B (LLaMA-7B shape) on Spec-Bench, greedy, "
+    "batch 1, A100",
+    model=dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, d_ff=11008, tie_embeddings=False),
+    arms={"target_7B": PaperArm({}, 6.74e9)},
+    seq_len=4096,
+    batch_size=1,
+    tokens=0.0,
+    lr=0.0,
+    corpus="Spec-Bench prompts",
+    vocab_size=32000,
+    needs="the pretrained Vicuna-7B weights (import them into a rocket checkpoint first); decoding trains nothing",
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     repro_main(
-        "decoding", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, derive=derive, argv=argv
+        "decoding",
+        __doc__,
+        title=TITLE,
+        quick_help=QUICK_HELP,
+        measure=measure,
+        derive=derive,
+        paper=PAPER,
+        argv=argv,
     )
 
 

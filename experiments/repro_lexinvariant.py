@@ -27,6 +27,7 @@ import numpy as np
 from experiments.lib import verdicts
 from experiments.lib.cli import repro_main, seeds
 from experiments.lib.per_token import by_bucket, eval_batches, per_token
+from experiments.lib.presets import PILE, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.runs import experiment, fresh_workdir, restore_params, run
 from experiments.lib.stats import spread
@@ -232,9 +233,34 @@ def derive(record: dict) -> tuple[list[Claim], str]:
     return claims, summary
 
 
+LEX_150M = dict(d_model=1024, n_layers=12, n_heads=16, n_kv_heads=16, d_ff=2816)  # our shape for "150M"
+PAPER = PaperPreset(
+    source="Huang et al. 2023: 150M decoder, character-level vocabulary of 130, the Pile, 250K steps "
+    "(second-hand; the batch, 128 x 512, and the shape, d=1024 x 12, are ours)",
+    model=LEX_150M,
+    arms={
+        "standard_150M": PaperArm({}, 150e6),
+        "lexinvariant_150M": PaperArm({"embedding.kind": "lexinvariant"}, 150e6, baseline="standard_150M"),
+    },
+    seq_len=512,
+    batch_size=128,
+    tokens=250e3 * 128 * 512,
+    lr=3e-4,
+    corpus=PILE,
+    vocab_size=130,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     repro_main(
-        "lexinvariant", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, derive=derive, argv=argv
+        "lexinvariant",
+        __doc__,
+        title=TITLE,
+        quick_help=QUICK_HELP,
+        measure=measure,
+        derive=derive,
+        paper=PAPER,
+        argv=argv,
     )
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from experiments.lib import verdicts
 from experiments.lib.cli import repro_main
+from experiments.lib.presets import FINEWEB, PaperArm, PaperPreset, iso_flop_tokens
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.routing import FamilyModel, FamilyRun, run_family
 from experiments.lib.routing_plots import grouped_bars, plot_loss_vs_flops, plot_topk_vs_causal
@@ -211,8 +212,43 @@ def derive(record: dict) -> tuple[list[Claim], str]:
     return claims, summary
 
 
+MOD_220M = dict(d_model=1024, n_layers=14, n_heads=16, n_kv_heads=16, d_ff=2816)  # our shape for "220M"
+MOD_ARM = {"mod.pattern": "dense,mod", "mod.capacity": 0.125}
+PAPER_TOKENS = 6e18 / (6 * 220e6)  # the 220M dense model at the paper's smallest isoFLOP budget, 6e18
+PAPER = PaperPreset(
+    source="Raposo et al. 2024: 220M MoD (12.5%, every other block) vs the 220M baseline at 6e18 FLOPs, "
+    "T=2048, batch 128 (second-hand); the paper gives no shape for 220M: d=1024 x 14 layers is ours",
+    model=MOD_220M,
+    arms={
+        "dense_220M": PaperArm({}, 220e6),
+        "mod_220M": PaperArm(
+            MOD_ARM,
+            220e6,
+            tokens=iso_flop_tokens(MOD_220M, MOD_ARM, {}, PAPER_TOKENS, vocab_size=32000, seq_len=2048),
+            baseline="dense_220M",
+            paper_gain=PAPER_GAIN,
+        ),
+    },
+    seq_len=2048,
+    batch_size=128,
+    tokens=PAPER_TOKENS,
+    lr=1e-3,
+    corpus=FINEWEB,
+    vocab_size=32000,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
-    repro_main("mod", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, derive=derive, argv=argv)
+    repro_main(
+        "mod",
+        __doc__,
+        title=TITLE,
+        quick_help=QUICK_HELP,
+        measure=measure,
+        derive=derive,
+        paper=PAPER,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

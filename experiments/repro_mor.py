@@ -42,6 +42,7 @@ import numpy as np
 
 from experiments.lib import verdicts
 from experiments.lib.cli import repro_main
+from experiments.lib.presets import FINEWEB_EDU, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.routing import FamilyModel, FamilyRun, run_family
 from experiments.lib.routing_plots import grouped_bars, plot_loss_vs_flops, plot_topk_vs_causal
@@ -236,8 +237,45 @@ def derive(record: dict) -> tuple[list[Claim], str]:
     return claims, summary
 
 
+SMOLLM_360M = dict(d_model=960, n_layers=32, n_heads=15, n_kv_heads=5, d_ff=2560)
+MOR_360M = {**STACK, "n_layers": 32, "mor.router": "expert"}
+PAPER = PaperPreset(
+    source="Bae et al. 2025, 360M isoFLOP comparison (16.5e18 FLOPs): vanilla 20B tokens, MoR-2 27B tokens; "
+    "the released config: batch 1024 x 2048, lr 3e-3 warmup-stable-decay, cap_warmup_step 0",
+    model=SMOLLM_360M,
+    arms={
+        "vanilla_360M": PaperArm({}, 315e6, count="non_embedding", tokens=20e9),
+        "mor_ec2_360M": PaperArm(
+            MOR_360M,
+            167e6,
+            count="non_embedding",
+            tokens=27e9,
+            baseline="vanilla_360M",
+            paper_gain=PAPER_GAIN,
+        ),
+    },
+    seq_len=2048,
+    batch_size=1024,
+    tokens=20e9,
+    lr=3e-3,
+    corpus=FINEWEB_EDU,
+    vocab_size=49152,
+    schedule="wsd",
+    warmup_steps=86,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
-    repro_main("mor", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, derive=derive, argv=argv)
+    repro_main(
+        "mor",
+        __doc__,
+        title=TITLE,
+        quick_help=QUICK_HELP,
+        measure=measure,
+        derive=derive,
+        paper=PAPER,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

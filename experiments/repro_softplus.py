@@ -27,6 +27,7 @@ import numpy as np
 from experiments.lib import verdicts
 from experiments.lib.cli import repro_main, seeds
 from experiments.lib.per_token import by_bucket, eval_batches, per_token
+from experiments.lib.presets import FINEWEB, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.runs import experiment, fresh_workdir, replace_model, restore_params, run
 from experiments.lib.stats import spread
@@ -223,9 +224,36 @@ def derive(record: dict) -> tuple[list[Claim], str]:
     return claims, summary
 
 
+GPT2_124M = dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=2048)
+PAPER = PaperPreset(
+    source="Gao & Spratling 2025: GPT-2 small (124M) + RoPE, FineWeb-10B, 18,865 steps at T=1024 (second-hand); "
+    "the run compares the training-length loss, the length sweep is the CPU path's evaluation",
+    model=GPT2_124M,
+    arms={
+        "softmax_124M": PaperArm({}, 124e6),
+        "lssar15_124M": PaperArm(
+            {"attention.kind": "softplus", "attention.softplus_power": 15.0}, 124e6, baseline="softmax_124M"
+        ),
+    },
+    seq_len=1024,
+    batch_size=528,
+    tokens=10.2e9,
+    lr=6e-4,
+    corpus=FINEWEB,
+    vocab_size=50304,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     repro_main(
-        "softplus", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, derive=derive, argv=argv
+        "softplus",
+        __doc__,
+        title=TITLE,
+        quick_help=QUICK_HELP,
+        measure=measure,
+        derive=derive,
+        paper=PAPER,
+        argv=argv,
     )
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from experiments.lib import verdicts
 from experiments.lib.cli import repro_main, seeds
 from experiments.lib.per_token import eval_batches
+from experiments.lib.presets import OPENWEBTEXT2, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.runs import (
     experiment,
@@ -254,9 +255,37 @@ def derive(record: dict) -> tuple[list[Claim], str]:
     return claims, summary
 
 
+TF_354M = dict(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=16, **{"projection.kind": "pattention"})
+PAPER = PaperPreset(
+    source="Wang et al. 2024, incremental scaling on OpenWebText2, T=1024: the 354M base (768/3072 parameter "
+    "tokens) and the 757M model (1792/7168) from scratch; the growth step itself (grow_checkpoint of the base, "
+    "then resume) is the CPU path's code and is not run by this preset",
+    model=TF_354M,
+    arms={
+        "small_354M": PaperArm({"projection.param_tokens": 768}, 354e6, tokens=30e9),
+        "scratch_757M": PaperArm(
+            {"projection.param_tokens": 1792}, 757e6, tokens=60e9, baseline="small_354M", paper_gain=None
+        ),
+    },
+    seq_len=1024,
+    batch_size=512,
+    tokens=30e9,
+    lr=6e-4,
+    corpus=OPENWEBTEXT2,
+    vocab_size=50304,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     repro_main(
-        "tokenformer", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, derive=derive, argv=argv
+        "tokenformer",
+        __doc__,
+        title=TITLE,
+        quick_help=QUICK_HELP,
+        measure=measure,
+        derive=derive,
+        paper=PAPER,
+        argv=argv,
     )
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from experiments.lib import verdicts
 from experiments.lib.cli import repro_main, seeds
+from experiments.lib.presets import SLIMPAJAMA, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.runs import experiment, logged, run
 from experiments.lib.stats import diff_over_seeds, mean_spread
@@ -332,8 +333,45 @@ def measure(args: argparse.Namespace) -> Report:
     )
 
 
+TINYLLAMA_1B = dict(d_model=2048, n_layers=22, n_heads=32, n_kv_heads=4, d_ff=5632, tie_embeddings=False)
+PAPER = PaperPreset(
+    source="MEAP (Zhuang et al. 2025): 1.1B TinyLlama-style, 20B tokens, lr 4e-4; the other transforms on the "
+    "same model and tokens (reweighting: burn-in 1000 steps; DD: buckets 256..2048)",
+    model=TINYLLAMA_1B,
+    arms={
+        "baseline_1.1B": PaperArm({}, 1.1e9),
+        "meap_1.1B": PaperArm({}, 1.1e9, baseline="baseline_1.1B", sections={"loss": {"meap_rate": 0.15}}),
+        "reweight_1.1B": PaperArm(
+            {},
+            1.1e9,
+            baseline="baseline_1.1B",
+            sections={"loss": {"reweight": "linupper", "reweight_warmup_steps": 1000}},
+        ),
+        "decomposition_1.1B": PaperArm(
+            {}, 1.1e9, baseline="baseline_1.1B", sections={"data": {"decomposition": True, "dd_min_log2": 8}}
+        ),
+    },
+    seq_len=2048,
+    batch_size=1024,
+    tokens=20e9,
+    lr=4e-4,
+    corpus=SLIMPAJAMA,
+    vocab_size=32001,  # + MEAP's [MASK]
+    tokenizer_vocab=32000,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
-    repro_main("training", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
+    repro_main(
+        "training",
+        __doc__,
+        title=TITLE,
+        quick_help=QUICK_HELP,
+        measure=measure,
+        derive=lambda r: derive(r["data"]),
+        paper=PAPER,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

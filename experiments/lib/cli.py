@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from experiments.lib.presets import PaperPreset, format_plan, run_paper
 from experiments.lib.results import (
     QUICK_DIR,
     RESULTS_DIR,
@@ -40,6 +41,17 @@ def repro_args(name: str, doc: str | None, *, quick_help: str) -> argparse.Argum
         help=f"output folder (default {RESULTS_DIR}/{name}; with --quick {QUICK_DIR}/{name})",
     )
     ap.add_argument(
+        "--scale",
+        choices=("cpu", "paper"),
+        default="cpu",
+        help="cpu: the small CPU setting (default); paper: the paper's model size, sequence length, tokens, "
+        "batch and lr (a TPU/GPU host; prints its expected cost first; results to "
+        f"{RESULTS_DIR}/{name}_paper unless --out)",
+    )
+    ap.add_argument(
+        "--plan", action="store_true", help="with --scale paper: print the plan and its cost, run nothing"
+    )
+    ap.add_argument(
         "--rederive",
         action="store_true",
         help="measure nothing: re-derive the claims and summary of the stored result (--out or the "
@@ -68,12 +80,24 @@ def repro_main(
     quick_help: str,
     measure: Callable[[argparse.Namespace], Report],
     derive: Callable[[dict[str, Any]], tuple[list[Claim], str]] | None = None,
+    paper: PaperPreset | None = None,
     argv: list[str] | None = None,
 ) -> str:
     """A repro script's main: parses its command line (`repro_args`), runs `measure` on the parsed
     args and writes the report under `title` to results/<name>/ (or --out) -> the folder. With
-    --rederive, `derive(record) -> (claims, summary)` rewrites the stored result's claims instead."""
+    --rederive, `derive(record) -> (claims, summary)` rewrites the stored result's claims instead;
+    with --scale paper, `experiments.lib.presets.run_paper` runs the `paper` preset."""
     args = repro_args(name, doc, quick_help=quick_help).parse_args(argv)
+    if args.scale == "paper":
+        if paper is None:
+            raise SystemExit(f"error: repro_{name} has no paper-scale preset")
+        if args.quick or args.rederive:
+            raise SystemExit("error: --scale paper does not go with --quick or --rederive")
+        if args.plan:
+            print(format_plan(name, paper))
+            return ""
+        args.out = args.out or os.path.join(RESULTS_DIR, f"{name}_paper")
+        return write_results(args, f"{title} (paper scale)", run_paper(args, paper))
     if args.rederive:
         path = args.out or default_out(name, args.quick)
         if derive is None:

@@ -152,8 +152,12 @@ def write_results(args: argparse.Namespace, title: str, report: Report) -> str:
     record = {
         "name": args.name,
         "title": title,
-        "mode": "quick" if args.quick else "full",
-        "command": "python -m experiments.repro_" + args.name + (" --quick" if args.quick else ""),
+        "mode": "quick" if args.quick else "paper" if getattr(args, "scale", "cpu") == "paper" else "full",
+        "command": "python -m experiments.repro_"
+        + args.name
+        + (
+            " --quick" if args.quick else " --scale paper" if getattr(args, "scale", "cpu") == "paper" else ""
+        ),
         "argv": sys.argv[1:],
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "wall_s": round(time.time() - args.t0, 1),
