@@ -151,3 +151,32 @@ def test_seed_statistics():
     with pytest.raises(ValueError):
         diff_over_seeds([1.0], [1.0, 2.0])
     assert signed(-0.0123, 0.004) == "-0.012 +- 0.004" and signed(0.5, 0.0) == "+0.500"
+
+
+def test_mor_gate_only_routes_nothing_and_costs_what_the_recursive_model_costs():
+    """The MoR control with capacity 1 everywhere: top-k and causal routing give the same logits (no
+    token is skipped), every token reaches the last recursion, and its FLOPs are the recursive
+    model's plus the routers."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.lib.runs import experiment
+    from rocket.models import Transformer, flops_per_token
+
+    stack = {"n_layers": 4, "mor.sharing": "middle_cycle", "mor.recursions": 2}
+    gate = experiment(
+        "", steps=1, seq_len=16, d_model=32, **stack, **{"mor.router": "expert", "mor.gate_only": True}
+    )
+    plain = experiment("", steps=1, seq_len=16, d_model=32, **stack, **{"mor.router": "none"})
+    routed = experiment("", steps=1, seq_len=16, d_model=32, **stack, **{"mor.router": "expert"})
+    f = {k: flops_per_token(c.model, 16) for k, c in (("gate", gate), ("plain", plain), ("routed", routed))}
+    assert f["plain"] < f["gate"] < 1.01 * f["plain"] and f["routed"] < f["plain"]
+    model = Transformer(gate.model)
+    tokens = jax.random.randint(jax.random.key(0), (2, 16), 2, 258)
+    pos = jnp.broadcast_to(jnp.arange(16), (2, 16))
+    params = model.init(jax.random.key(1), tokens, pos)["params"]
+    (top, aux), (causal, _) = (
+        model.apply({"params": params}, tokens, pos, routing=r) for r in ("topk", "causal")
+    )
+    np.testing.assert_allclose(np.asarray(top), np.asarray(causal), atol=1e-5)
+    assert float(aux["metrics"]["mor/rec1/selected"]) == 1.0
