@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from experiments.lib import decode_bench, verdicts
-from experiments.lib.cli import repro_main
+from experiments.lib.cli import script_main
 from experiments.lib.presets import PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from rocket.decode import Autoregressive, DySpec, SamplerConfig, Speculative, TokenRecycling
@@ -259,16 +259,7 @@ PAPER = PaperPreset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    repro_main(
-        "decoding",
-        __doc__,
-        title=TITLE,
-        quick_help=QUICK_HELP,
-        measure=measure,
-        derive=derive,
-        paper=PAPER,
-        argv=argv,
-    )
+    script_main(__name__, argv)
 
 
 if __name__ == "__main__":

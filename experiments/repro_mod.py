@@ -34,7 +34,7 @@ import dataclasses
 import numpy as np
 
 from experiments.lib import verdicts
-from experiments.lib.cli import repro_main
+from experiments.lib.cli import script_main
 from experiments.lib.presets import FINEWEB, PaperArm, PaperPreset, iso_flop_tokens
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.routing import FamilyModel, FamilyRun, run_family
@@ -239,16 +239,7 @@ PAPER = PaperPreset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    repro_main(
-        "mod",
-        __doc__,
-        title=TITLE,
-        quick_help=QUICK_HELP,
-        measure=measure,
-        derive=derive,
-        paper=PAPER,
-        argv=argv,
-    )
+    script_main(__name__, argv)
 
 
 if __name__ == "__main__":

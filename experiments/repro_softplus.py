@@ -25,7 +25,7 @@ import argparse
 import numpy as np
 
 from experiments.lib import verdicts
-from experiments.lib.cli import repro_main, seeds
+from experiments.lib.cli import script_main, seeds
 from experiments.lib.per_token import by_bucket, eval_batches, per_token
 from experiments.lib.presets import FINEWEB, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
@@ -245,16 +245,7 @@ PAPER = PaperPreset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    repro_main(
-        "softplus",
-        __doc__,
-        title=TITLE,
-        quick_help=QUICK_HELP,
-        measure=measure,
-        derive=derive,
-        paper=PAPER,
-        argv=argv,
-    )
+    script_main(__name__, argv)
 
 
 if __name__ == "__main__":

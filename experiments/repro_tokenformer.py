@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.lib import verdicts
-from experiments.lib.cli import repro_main, seeds
+from experiments.lib.cli import script_main, seeds
 from experiments.lib.per_token import eval_batches
 from experiments.lib.presets import OPENWEBTEXT2, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
@@ -277,16 +277,7 @@ PAPER = PaperPreset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    repro_main(
-        "tokenformer",
-        __doc__,
-        title=TITLE,
-        quick_help=QUICK_HELP,
-        measure=measure,
-        derive=derive,
-        paper=PAPER,
-        argv=argv,
-    )
+    script_main(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -108,3 +109,21 @@ def repro_main(
         print(f"re-derived the claims of {path}")
         return path
     return write_results(args, title, measure(args))
+
+
+def script_main(module_name: str, argv: list[str] | None = None) -> str:
+    """`repro_main` of the repro script `experiments.repro_<name>` from its module: its docstring,
+    TITLE, QUICK_HELP, measure, derive (if any) and PAPER preset (if any)."""
+    m = sys.modules[module_name]
+    full = m.__spec__.name if m.__spec__ is not None else module_name  # "__main__" under python -m
+    name = full.rsplit(".", 1)[-1].removeprefix("repro_")
+    return repro_main(
+        name,
+        m.__doc__,
+        title=m.TITLE,
+        quick_help=m.QUICK_HELP,
+        measure=m.measure,
+        derive=getattr(m, "derive", None),
+        paper=getattr(m, "PAPER", None),
+        argv=argv,
+    )
