@@ -153,10 +153,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         return list(by_len[label][:, i] - by_len[label][:, 0])
 
     i8, i16 = LENGTHS.index(8 * TRAIN_LEN), LENGTHS.index(16 * TRAIN_LEN)
-    lssar = min(
-        ("LSSAR p=3 (trained)", "LSSA + p=3 at eval", "LSSA + p=15 at eval"),
-        key=lambda k: by_len[k][:, i16].mean(),
-    )
+    lssar = "LSSAR p=3 (trained)"  # fixed in advance: the trained re-weighting, not the best of the three
     noise = max(
         max(float(v[:, i16].std(ddof=1)) if len(run_seeds) > 1 else 0.0 for v in by_len.values()), 0.02
     )
@@ -183,8 +180,8 @@ def derive(record: dict) -> tuple[list[Claim], str]:
             ours=f"loss(8x) - loss(1x): {lssar} {spread(growth(lssar, i8))}, softmax {spread(growth('softmax', i8))}; "
             f"at 16x: {spread(growth(lssar, i16))} vs {spread(growth('softmax', i16))}",
             our_setup=setup,
-            control=f"every length scores the same tokens; the best re-weighted variant ({lssar}) is picked on the "
-            "16x loss it is scored on (three candidates)",
+            control="every length scores the same tokens; the scored variant (the trained LSSAR p=3) is fixed "
+            "in advance, not picked among the three re-weighted variants on the scored loss",
             verdict=lssar_verdict,
         ),
         Claim(
@@ -203,11 +200,9 @@ def derive(record: dict) -> tuple[list[Claim], str]:
             ours=f"16x loss: LSSA {spread(list(by_len['LSSA'][:, i16]))}, +p=3 {spread(list(by_len['LSSA + p=3 at eval'][:, i16]))}, "
             f"+p=15 {spread(list(by_len['LSSA + p=15 at eval'][:, i16]))}",
             our_setup=setup,
+            control="p=15 (the paper's setting for long contexts) decides, fixed in advance; p=3 is shown",
             verdict=verdicts.beats(
-                by_len["LSSA"][:, i16].mean()
-                - min(by_len[k][:, i16].mean() for k in ("LSSA + p=3 at eval", "LSSA + p=15 at eval")),
-                0.0,
-                2 * noise,
+                by_len["LSSA"][:, i16].mean() - by_len["LSSA + p=15 at eval"][:, i16].mean(), 0.0, 2 * noise
             ),
         ),
     ]
@@ -216,7 +211,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         f"We trained byte-level softmax, LSSA and LSSAR (p=3) models at T={TRAIN_LEN} ({steps} steps, seeds "
         f"{run_seeds}) and scored the validation split at {', '.join(f'{n // TRAIN_LEN}x' for n in LENGTHS)} the "
         f"training length (mean loss at each: {table}). Softmax's loss grows by {g_soft:+.2f} nats at 16x, LSSA's "
-        f"by {g_lssa:+.2f} and the best re-weighted variant ({lssar}) by {g_best:+.2f}. The paper reports LSSAR "
+        f"by {g_lssa:+.2f} and the trained re-weighting ({lssar}, fixed in advance) by {g_best:+.2f}. The paper reports LSSAR "
         "(p=15) nearly flat up to 8x-16x at GPT-2-small scale (3.19 -> 3.32 at 8K vs softmax 6.28, second-hand); "
         "ours is a 2-layer, 64-dim model after a few hundred steps, where a loss that does not grow (or falls, "
         "since longer context helps) with length is the extrapolation signal."
