@@ -126,7 +126,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         Claim(
             claim="MoD (c=0.125, every other layer) matches or beats dense at equal training FLOPs",
             paper="up to 1.5% better final log-prob at equal FLOPs; 220M MoD slightly beats the isoFLOP-optimal "
-            "baseline (second-hand, from our spec of the paper's isoFLOP figures)",
+            "baseline (second-hand: from a summary of the paper's isoFLOP figures)",
             paper_setup="60M-3B params, 6e18-1e20 FLOPs, T=2048",
             ours=f"causal loss MoD - dense = {signed(d_mod, s_mod)} nats ({100 * d_mod / dense:+.1f}%)",
             our_setup=f"8L MoD vs 4L dense, {setup}",
@@ -135,7 +135,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         Claim(
             claim="causal routing loses little against (leaky) top-k routing at eval",
             paper="causal-routing evaluation degrades little; the aux BCE variant costs ~0.2-0.3% loss "
-            "(second-hand, from our spec of the paper)",
+            "(second-hand: from a summary of the paper)",
             paper_setup="same as above",
             ours=f"causal - top-k = {signed(gap_mod, gap_s)} nats ({100 * gap_mod / dense:+.1f}%)",
             our_setup=setup,
@@ -143,7 +143,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         ),
         Claim(
             claim="the causal rule agrees with top-k routing",
-            paper=">97% predictor accuracy early in training, ~99% later (second-hand, from our spec of the paper)",
+            paper=">97% predictor accuracy early in training, ~99% later (second-hand: from a summary of the paper)",
             paper_setup="same as above",
             ours=f"router-sign accuracy {100 * acc_mod:.1f}%"
             + (f" +- {100 * acc_s:.1f}" if n > 1 else "")

@@ -144,7 +144,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         Claim(
             claim="MoR (expert-choice, N_r=2) beats vanilla at equal training FLOPs with fewer parameters",
             paper="val NLL 2.7511 vs 2.7824 (-1.1%) with 167M vs 315M unique params (isoFLOP comparison "
-            "at 16.5e18 FLOPs; as quoted in our spec of the paper, table not re-checked)",
+            "at 16.5e18 FLOPs; second-hand: from a summary of the paper, not checked against its table)",
             paper_setup="SmolLM-360M shape, 16.5e18 FLOPs, FineWeb-Edu, T=2048",
             ours=f"causal loss MoR - vanilla = {signed(d_van, s_van)} nats ({100 * d_van / vanilla:+.1f}%) "
             f"with {p_ratio:.2f}x the non-embedding params",
@@ -179,7 +179,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         Claim(
             claim="causal routing (router sign) loses little against top-k at eval",
             paper="the aux loss separates router outputs almost perfectly (selected ~1, others ~0); "
-            "second-hand, from our spec of the paper",
+            "second-hand, from a summary of the paper",
             paper_setup="360M, expert-choice, aux BCE 0.001",
             ours=f"causal - top-k = {signed(gap, gap_s)} nats; rule agrees with top-k on {100 * acc:.1f}% of "
             f"recursion-1 candidates and sends {100 * deep:.0f}% of tokens deeper (top-k: 50%)",
@@ -189,7 +189,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
         Claim(
             claim="MoR has higher throughput than vanilla",
             paper="up to 2.06x inference throughput (MoR-4, depth-wise batching); 19% less training time "
-            "(as quoted in our spec of the paper)",
+            "(second-hand: from a summary of the paper)",
             paper_setup="360M, H100, max batch",
             ours=f"MoR/vanilla eval-forward tokens/s: top-k {speed['topk']:.2f}x, causal {speed['causal']:.2f}x "
             f"(FLOPs {fpt_ratio:.2f}x)",

@@ -136,7 +136,7 @@ def measure(args: argparse.Namespace) -> Report:
     return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
 
 
-# the paper's losses (second-hand, from our spec of the paper's table: 1K -> 8K, trained at 1K)
+# the paper's losses (second-hand, from a summary of the paper's table: 1K -> 8K, trained at 1K)
 PAPER_GROWTH_8X = {"softmax": 6.28 - 3.19, "LSSA": 5.94 - 3.19, "LSSAR": 3.32 - 3.19}
 
 
@@ -171,7 +171,7 @@ def derive(record: dict) -> tuple[list[Claim], str]:
             if flat
             else (verdicts.PARTLY if g_best < g_soft - 2 * noise else verdicts.NOT)
         )
-    source = "(second-hand, from our spec of the paper's length table)"
+    source = "(second-hand, from a summary of the paper's length table)"
     claims = [
         Claim(
             claim="With re-weighting (LSSAR) validation loss stays nearly flat far beyond the training length; softmax's climbs",
