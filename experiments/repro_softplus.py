@@ -24,8 +24,10 @@ import argparse
 
 import numpy as np
 
-from experiments.lib.cli import repro_main, seeds
+from experiments.lib import verdicts
+from experiments.lib.cli import script_main, seeds
 from experiments.lib.per_token import by_bucket, eval_batches, per_token
+from experiments.lib.presets import FINEWEB, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.runs import experiment, fresh_workdir, replace_model, restore_params, run
 from experiments.lib.stats import spread
@@ -124,52 +126,83 @@ def measure(args: argparse.Namespace) -> Report:
     axes[1].set_title("at 16x: loss by position")
     axes[0].legend(fontsize=8)
 
+    data = {
+        "lengths": list(LENGTHS),
+        "position_edges": EDGES,
+        "steps": steps,
+        **{f"seed{s}": res[s] for s in run_seeds},
+    }
+    claims, summary = derive({"rows": rows, "data": data, "mode": "quick" if args.quick else "full"})
+    return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
+
+
+# the paper's losses (second-hand, from a summary of the paper's table: 1K -> 8K, trained at 1K)
+PAPER_GROWTH_8X = {"softmax": 6.28 - 3.19, "LSSA": 5.94 - 3.19, "LSSAR": 3.32 - 3.19}
+
+
+def derive(record: dict) -> tuple[list[Claim], str]:
+    """The claims table and the summary from the stored per-seed losses (results.json)."""
+    data = record["data"]
+    run_seeds = sorted(int(k[4:]) for k in data if k.startswith("seed"))
+    by_len = {
+        label: np.array([data[f"seed{s}"][label]["by_length"] for s in run_seeds]) for label in VARIANTS
+    }
+    steps = data.get("steps", 150 if record.get("mode") == "quick" else 600)
+
     def growth(label: str, i: int) -> list[float]:  # loss at LENGTHS[i] minus loss at the training length
         return list(by_len[label][:, i] - by_len[label][:, 0])
 
     i8, i16 = LENGTHS.index(8 * TRAIN_LEN), LENGTHS.index(16 * TRAIN_LEN)
-    lssar = min(
-        ("LSSAR p=3 (trained)", "LSSA + p=3 at eval", "LSSA + p=15 at eval"),
-        key=lambda k: by_len[k][:, i16].mean(),
-    )
+    lssar = "LSSAR p=3 (trained)"  # fixed in advance: the trained re-weighting, not the best of the three
     noise = max(
         max(float(v[:, i16].std(ddof=1)) if len(run_seeds) > 1 else 0.0 for v in by_len.values()), 0.02
     )
     g_soft, g_lssa, g_best = (float(np.mean(growth(k, i16))) for k in ("softmax", "LSSA", lssar))
+    g8 = {k: float(np.mean(growth(k, i8))) for k in ("softmax", "LSSA", lssar)}
     setup = f"byte-level stdlib corpus, d=64, 2 layers, RoPE, trained at T={TRAIN_LEN} for {steps} steps, seeds {run_seeds}"
     flat = g_best < 0.25 and g_best < g_soft - 2 * noise
+    paper_lssar = PAPER_GROWTH_8X["softmax"] - PAPER_GROWTH_8X["LSSAR"]
+    paper_lssa = PAPER_GROWTH_8X["softmax"] - PAPER_GROWTH_8X["LSSA"]
+    if verdicts.implausible(g8["softmax"] - g8[lssar], noise, paper_lssar):
+        lssar_verdict = verdicts.IMPLAUSIBLE
+    else:
+        lssar_verdict = (
+            verdicts.REPRODUCED
+            if flat
+            else (verdicts.PARTLY if g_best < g_soft - 2 * noise else verdicts.NOT)
+        )
+    source = "(second-hand, from a summary of the paper's length table)"
     claims = [
         Claim(
             claim="With re-weighting (LSSAR) validation loss stays nearly flat far beyond the training length; softmax's climbs",
-            paper="LSSAR p=15: 3.19 at 1K -> 3.32 at 8K; softmax 3.19 -> 6.28",
+            paper=f"LSSAR p=15: 3.19 at 1K -> 3.32 at 8K; softmax 3.19 -> 6.28 {source}",
             paper_setup="GPT-2 124M + RoPE, FineWeb, trained at T=1024",
             ours=f"loss(8x) - loss(1x): {lssar} {spread(growth(lssar, i8))}, softmax {spread(growth('softmax', i8))}; "
             f"at 16x: {spread(growth(lssar, i16))} vs {spread(growth('softmax', i16))}",
             our_setup=setup,
-            verdict="reproduced" if flat else ("partly" if g_best < g_soft - 2 * noise else "not reproduced"),
+            control="every length scores the same tokens; the scored variant (the trained LSSAR p=3) is fixed "
+            "in advance, not picked among the three re-weighted variants on the scored loss",
+            verdict=lssar_verdict,
         ),
         Claim(
             claim="LSSA alone (no re-weighting) extrapolates somewhat better than softmax",
-            paper="8K loss 5.94 (LSSA) vs 6.28 (softmax)",
+            paper=f"8K loss 5.94 (LSSA) vs 6.28 (softmax) {source}",
             paper_setup="GPT-2 124M + RoPE, FineWeb, trained at T=1024",
-            ours=f"loss(16x) - loss(1x): LSSA {spread(growth('LSSA', i16))}, softmax {spread(growth('softmax', i16))}",
+            ours=f"loss(8x) - loss(1x): LSSA {spread(growth('LSSA', i8))}, softmax {spread(growth('softmax', i8))}; "
+            f"16x: {spread(growth('LSSA', i16))} vs {spread(growth('softmax', i16))}",
             our_setup=setup,
-            verdict="reproduced"
-            if g_lssa < g_soft - 2 * noise
-            else ("inconclusive" if g_lssa < g_soft + 2 * noise else "not reproduced"),
+            verdict=verdicts.beats(g8["softmax"] - g8["LSSA"], 0.0, 2 * noise, paper=paper_lssa),
         ),
         Claim(
             claim="The re-weighting works training-free: switched on at evaluation of an LSSA-trained model",
-            paper="'fine-tuning-free' re-weighting (paper v2); p=3 best at 1K, p=15 at 8K",
+            paper="'fine-tuning-free' re-weighting (paper v2; no number quoted here); p=3 best at 1K, p=15 at 8K",
             paper_setup="GPT-2 124M + RoPE, FineWeb",
             ours=f"16x loss: LSSA {spread(list(by_len['LSSA'][:, i16]))}, +p=3 {spread(list(by_len['LSSA + p=3 at eval'][:, i16]))}, "
             f"+p=15 {spread(list(by_len['LSSA + p=15 at eval'][:, i16]))}",
             our_setup=setup,
-            verdict=(
-                "reproduced"
-                if min(by_len[k][:, i16].mean() for k in ("LSSA + p=3 at eval", "LSSA + p=15 at eval"))
-                < by_len["LSSA"][:, i16].mean() - 2 * noise
-                else "not reproduced"
+            control="p=15 (the paper's setting for long contexts) decides, fixed in advance; p=3 is shown",
+            verdict=verdicts.beats(
+                by_len["LSSA"][:, i16].mean() - by_len["LSSA + p=15 at eval"][:, i16].mean(), 0.0, 2 * noise
             ),
         ),
     ]
@@ -178,21 +211,36 @@ def measure(args: argparse.Namespace) -> Report:
         f"We trained byte-level softmax, LSSA and LSSAR (p=3) models at T={TRAIN_LEN} ({steps} steps, seeds "
         f"{run_seeds}) and scored the validation split at {', '.join(f'{n // TRAIN_LEN}x' for n in LENGTHS)} the "
         f"training length (mean loss at each: {table}). Softmax's loss grows by {g_soft:+.2f} nats at 16x, LSSA's "
-        f"by {g_lssa:+.2f} and the best re-weighted variant ({lssar}) by {g_best:+.2f}. The paper reports LSSAR "
-        "(p=15) nearly flat up to 8x-16x at GPT-2-small scale (3.19 -> 3.32 at 8K vs softmax 6.28); ours is a "
-        "2-layer, 64-dim model after a few hundred steps, where a loss that does not grow (or falls, since longer "
-        "context helps) with length is the extrapolation signal."
+        f"by {g_lssa:+.2f} and the trained re-weighting ({lssar}, fixed in advance) by {g_best:+.2f}. The paper reports LSSAR "
+        "(p=15) nearly flat up to 8x-16x at GPT-2-small scale (3.19 -> 3.32 at 8K vs softmax 6.28, second-hand); "
+        "ours is a 2-layer, 64-dim model after a few hundred steps, where a loss that does not grow (or falls, "
+        "since longer context helps) with length is the extrapolation signal."
     )
-    data = {
-        "lengths": list(LENGTHS),
-        "position_edges": EDGES,
-        **{f"seed{s}": res[s] for s in run_seeds},
-    }
-    return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
+    return claims, summary
+
+
+GPT2_124M = dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=2048)
+PAPER = PaperPreset(
+    source="Gao & Spratling 2025: GPT-2 small (124M) + RoPE, FineWeb-10B, 18,865 steps at T=1024 (second-hand); "
+    "the run compares the training-length loss, the length sweep is the CPU path's evaluation",
+    model=GPT2_124M,
+    arms={
+        "softmax_124M": PaperArm({}, 124e6),
+        "lssar15_124M": PaperArm(
+            {"attention.kind": "softplus", "attention.softplus_power": 15.0}, 124e6, baseline="softmax_124M"
+        ),
+    },
+    seq_len=1024,
+    batch_size=528,
+    tokens=10.2e9,
+    lr=6e-4,
+    corpus=FINEWEB,
+    vocab_size=50304,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
-    repro_main("softplus", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
+    script_main(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.lib.cli import repro_main, seeds
+from experiments.lib import verdicts
+from experiments.lib.cli import script_main, seeds
 from experiments.lib.per_token import eval_batches
+from experiments.lib.presets import OPENWEBTEXT2, PaperArm, PaperPreset
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.runs import (
     experiment,
@@ -38,7 +40,7 @@ from experiments.lib.runs import (
     restore_params,
     run,
 )
-from experiments.lib.stats import spread
+from experiments.lib.stats import signed, spread
 from rocket.config import ExperimentConfig
 from rocket.models import Transformer, flops_per_token, param_count
 from rocket.train.checkpoint import run_checkpoint_dir
@@ -114,7 +116,6 @@ def measure(args: argparse.Namespace) -> Report:
         results[seed] = train_seed(fresh_workdir(f"{args.workdir}/seed{seed}"), seed, s1, s2, batches)
 
     rows = []
-    final = {name: [results[s][0][name][-1][1] for s in run_seeds] for name in RUNS}
     for seed in run_seeds:
         curves, diff = results[seed]
         for name in RUNS:
@@ -122,7 +123,6 @@ def measure(args: argparse.Namespace) -> Report:
             rows.append(
                 dict(model=name, seed=seed, train_flops=flops, val_loss=loss, max_logit_diff_at_growth=diff)
             )
-    diffs = [results[s][1] for s in run_seeds]
 
     fig, axes = figure(ncols=2)
     for ax, zoom in zip(axes, (False, True)):
@@ -145,70 +145,139 @@ def measure(args: argparse.Namespace) -> Report:
     axes[1].set_title("after growth (zoom)")
     axes[0].legend(fontsize=8)
 
-    grown, total, extra, cont = (
-        final[n] for n in ("grown", "scratch (total)", "scratch (extra)", "continue small")
-    )
-    noise = max(float(np.std(np.subtract(grown, total), ddof=1)) if len(run_seeds) > 1 else 0.0, 0.01)
-    gap_total = float(np.mean(np.subtract(grown, total)))
-    gap_extra = float(np.mean(np.subtract(grown, extra)))
-    f_grown, f_total = (
-        results[run_seeds[0]][0]["grown"][-1][0],
-        results[run_seeds[0]][0]["scratch (total)"][-1][0],
-    )
-    setup = f"byte-level stdlib corpus, d=64, 2 layers, T=128, n {N_SMALL}->{N_BIG} at step {s1} of {s1 + s2}, seeds {run_seeds}"
-    claims = [
-        Claim(
-            claim="Growth with zero new keys and pinned tau preserves the model's function exactly",
-            paper="exact (zero keys, tau pinned; our reading of the code)",
-            paper_setup="incremental scaling 124M -> 1.4B, OpenWebText2",
-            ours=f"max |logit diff| = {max(diffs):.1e}",
-            our_setup=setup,
-            verdict="reproduced" if max(diffs) < 1e-4 else "not reproduced",
-        ),
-        Claim(
-            claim="A grown model matches or beats the larger model trained from scratch at equal total compute",
-            paper="~11.6-11.8 ppl at 1.4B either way, growth at ~1/3 of the TPU-hours",
-            paper_setup="124M -> 354M -> 757M -> 1.4B, 15-60B tokens per stage vs 300B from scratch",
-            ours=f"val loss grown {spread(grown)} vs scratch {spread(total)} at {f_total / 1e12:.2f} TFLOP "
-            f"(grown {f_grown / 1e12:.2f}); grown - scratch = {gap_total:+.3f}",
-            our_setup=setup,
-            verdict="reproduced"
-            if gap_total <= noise
-            else ("partly" if gap_extra < -noise else "not reproduced"),
-        ),
-        Claim(
-            claim="Growing beats training the larger model from scratch with only the extra compute",
-            paper="reuse of the small model's training (Figure 2's cost saving)",
-            paper_setup="as above",
-            ours=f"grown {spread(grown)} vs scratch (extra FLOPs) {spread(extra)}; grown - scratch = {gap_extra:+.3f}",
-            our_setup=setup,
-            verdict="reproduced"
-            if gap_extra < -noise
-            else ("inconclusive" if gap_extra <= noise else "not reproduced"),
-        ),
-    ]
-    summary = (
-        f"We trained a byte-level TokenFormer with n={N_SMALL} parameter tokens per projection for {s1} steps, "
-        f"grew it to n={N_BIG} (zero new keys, tau pinned; max |logit diff| at growth {max(diffs):.1e}) and "
-        f"trained on for {s2} steps, next to the n={N_BIG} model from scratch for the same total FLOPs and for the "
-        f"same extra FLOPs, and the small model continued without growth (seeds {run_seeds}). Final validation "
-        f"loss: grown {spread(grown)}, scratch at equal total FLOPs {spread(total)}, scratch at equal extra FLOPs "
-        f"{spread(extra)}, continue small {spread(cont)}. The paper's claim is that growth reaches the from-scratch "
-        "quality at a fraction of the compute, at 124M-1.4B scale on OpenWebText2; ours is a tiny model on a few "
-        "hundred steps, where the lr schedule re-entry at growth and short training dominate, so read it as a "
-        "directional check."
-    )
     data = {
         f"seed{s}": {
             name: {"flops": [p[0] for p in c], "loss": [p[1] for p in c]} for name, c in results[s][0].items()
         }
         for s in run_seeds
     }
+    claims, summary = derive({"rows": rows, "data": data})
     return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
 
 
+PAPER_GAP = float(np.log(11.8 / 11.6))  # the widest grown-vs-scratch gap Figure 2's 11.6-11.8 ppl allows
+
+
+def derive(record: dict) -> tuple[list[Claim], str]:
+    """The claims table and the summary from the stored rows (results.json).
+
+    The control for "grown matches scratch" is the small model continued without growth to the same
+    total FLOPs: when it beats the from-scratch model too, scratch is undertrained at this budget and
+    the comparison with it says little about growth."""
+    rows = record["rows"]
+    run_seeds = sorted({r["seed"] for r in rows})
+    final = {
+        name: [next(r["val_loss"] for r in rows if r["model"] == name and r["seed"] == s) for s in run_seeds]
+        for name in RUNS
+    }
+    diffs = [next(r["max_logit_diff_at_growth"] for r in rows if r["seed"] == s) for s in run_seeds]
+    grown, total, extra, cont = (
+        final[n] for n in ("grown", "scratch (total)", "scratch (extra)", "continue small")
+    )
+
+    def paired(a: list[float], b: list[float]) -> tuple[float, float]:
+        d = np.subtract(a, b)
+        return float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else 0.0
+
+    noise = 0.01  # nats: the floor under one-seed differences
+    gap_total, sd_total = paired(grown, total)
+    gap_extra, sd_extra = paired(grown, extra)
+    gap_cont, sd_cont = paired(grown, cont)
+    cont_total, _ = paired(cont, total)
+    f_of = {r["model"]: r["train_flops"] for r in rows if r["seed"] == run_seeds[0]}
+    setup = f"byte-level stdlib corpus, d=64, 2 layers, T=128, n {N_SMALL}->{N_BIG}, seeds {run_seeds}"
+    undertrained = cont_total < -max(noise, 2 * sd_total)
+    control = (
+        f"continue small (no growth) at the same total FLOPs: {spread(cont)}; grown - continue = "
+        f"{signed(gap_cont, sd_cont)}"
+        + (
+            "; continuing the small model also beats scratch, so scratch is undertrained here"
+            if undertrained
+            else ""
+        )
+    )
+    claims = [
+        Claim(
+            claim="Growth with zero new keys and pinned tau preserves the model's function exactly",
+            paper="exact (zero keys, tau pinned; our reading of the official code)",
+            paper_setup="incremental scaling 124M -> 1.4B, OpenWebText2",
+            ours=f"max |logit diff| = {max(diffs):.1e}",
+            our_setup=setup,
+            verdict=verdicts.REPRODUCED if max(diffs) < 1e-4 else verdicts.NOT,
+        ),
+        Claim(
+            claim="A grown model matches or beats the larger model trained from scratch at equal total compute",
+            paper="Figure 2: about 11.6-11.8 ppl at 1.4B either way, growth at about 1/3 of the TPU-hours "
+            "(our reading of the plot)",
+            paper_setup="124M -> 354M -> 757M -> 1.4B, 15-60B tokens per stage vs 300B from scratch",
+            ours=f"val loss grown {spread(grown)} vs scratch {spread(total)} at {f_of['scratch (total)'] / 1e12:.2f} "
+            f"TFLOP (grown {f_of['grown'] / 1e12:.2f}); grown - scratch = {signed(gap_total, sd_total)}",
+            our_setup=setup,
+            control=control,
+            verdict=verdicts.at_most(gap_total, sd_total, noise, paper=PAPER_GAP),
+        ),
+        Claim(
+            claim="control: growing beats continuing the small model at equal total FLOPs",
+            paper="-",
+            paper_setup="-",
+            ours=f"grown {spread(grown)} vs continue small {spread(cont)}; grown - continue = {signed(gap_cont, sd_cont)}",
+            our_setup=setup,
+            verdict=verdicts.beats(-gap_cont, sd_cont, noise),
+        ),
+        Claim(
+            claim="Growing beats training the larger model from scratch with only the extra compute",
+            paper="reuse of the small model's training (Figure 2's cost saving)",
+            paper_setup="as above",
+            ours=f"grown {spread(grown)} vs scratch (extra FLOPs) {spread(extra)}; grown - scratch = "
+            f"{signed(gap_extra, sd_extra)}",
+            our_setup=setup,
+            verdict=verdicts.beats(-gap_extra, sd_extra, noise),
+        ),
+    ]
+    summary = (
+        f"We trained a byte-level TokenFormer with n={N_SMALL} parameter tokens per projection, grew it to "
+        f"n={N_BIG} (zero new keys, tau pinned; max |logit diff| at growth {max(diffs):.1e}) and trained on, next "
+        f"to the n={N_BIG} model from scratch for the same total FLOPs and for the same extra FLOPs, and the small "
+        f"model continued without growth to the same total FLOPs (seeds {run_seeds}). Final validation loss: grown "
+        f"{spread(grown)}, scratch at equal total FLOPs {spread(total)}, scratch at equal extra FLOPs "
+        f"{spread(extra)}, continue small {spread(cont)}. "
+        + (
+            "Continuing the small model already beats the from-scratch big model, so at this budget scratch is "
+            "undertrained and 'grown beats scratch' does not isolate growth; the control that does is grown vs "
+            "continue small. "
+            if undertrained
+            else ""
+        )
+        + "The paper's claim is that growth reaches the from-scratch quality at a fraction of the compute, at "
+        "124M-1.4B scale on OpenWebText2; ours is a tiny model on a few hundred steps, where the lr schedule "
+        "re-entry at growth and short training dominate, so read it as a directional check."
+    )
+    return claims, summary
+
+
+TF_354M = dict(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=16, **{"projection.kind": "pattention"})
+PAPER = PaperPreset(
+    source="Wang et al. 2024, incremental scaling on OpenWebText2, T=1024: the 354M base (768/3072 parameter "
+    "tokens) and the 757M model (1792/7168) from scratch; the growth step itself (grow_checkpoint of the base, "
+    "then resume) is the CPU path's code and is not run by this preset",
+    model=TF_354M,
+    arms={
+        "small_354M": PaperArm({"projection.param_tokens": 768}, 354e6, tokens=30e9),
+        "scratch_757M": PaperArm(
+            {"projection.param_tokens": 1792}, 757e6, tokens=60e9, baseline="small_354M", paper_gain=None
+        ),
+    },
+    seq_len=1024,
+    batch_size=512,
+    tokens=30e9,
+    lr=6e-4,
+    corpus=OPENWEBTEXT2,
+    vocab_size=50304,
+)
+
+
 def main(argv: list[str] | None = None) -> None:
-    repro_main("tokenformer", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
+    script_main(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,42 @@ def test_binary_decompose_follows_the_binary_expansion_and_drops_short_tails():
     assert {k for _, k in chunks} == {2, 3, 4}  # long remainders draw random sizes in [min, max]
 
 
+def _official_get_binary_lengths(n_targets, min_log2, max_log2, rng):
+    """Chunk sizes (targets) of the official `get_binary` (apple/ml-dataset-decomposition,
+    scripts/make_dd_buckets.py) on one document of n_targets + 1 tokens, re-stated as a loop:
+    ps = 2**arange(max - min + 1), drawn over k = max, max - 1, ..., min."""
+    ps = 2.0 ** np.arange(max_log2 + 1 - min_log2)
+    ps /= ps.sum()
+    left, out = n_targets, []
+    while left >= 1:
+        k = int(np.log2(left))
+        if k < min_log2:
+            break
+        if k > max_log2:
+            k = int(rng.choice(np.arange(max_log2, min_log2 - 1, -1), p=ps))
+        out.append(k)
+        left -= 2**k
+    return out
+
+
+def test_long_documents_put_equal_token_mass_in_every_bucket_as_the_official_rule():
+    """Documents far longer than the largest bucket: the random chunk sizes give every bucket the
+    same share of tokens (p_k ~ 2**(max - k)), 25% each for buckets 16..128, like the official code
+    (a p_k ~ 2**k draw would give about 1% / 5% / 19% / 75%)."""
+    min_log2, max_log2, n = 4, 7, 2**18
+    ours = binary_decompose(
+        np.array([0, n + 1]), min_log2=min_log2, max_log2=max_log2, rng=np.random.default_rng(0)
+    )
+    share = np.array([len(ours[k]) * 2**k for k in range(min_log2, max_log2 + 1)], float)
+    share /= share.sum()
+    ks = np.array(_official_get_binary_lengths(n, min_log2, max_log2, np.random.default_rng(1)))
+    official = np.array([np.sum(ks == k) * 2**k for k in range(min_log2, max_log2 + 1)], float)
+    official /= official.sum()
+    np.testing.assert_allclose(official, 0.25, atol=0.02)
+    np.testing.assert_allclose(share, official, atol=0.03)
+    assert sum(len(v) * 2**k for k, v in ours.items()) > n - 2**max_log2 * 2  # everything but the tail
+
+
 def test_every_step_has_the_promised_tokens_and_rows_never_cross_documents():
     split = _split()
     it = _iterator(split)

@@ -84,6 +84,46 @@ def test_adamp_with_zero_delta_is_adamw_and_projects_scale_invariant_weights():
         tx.update({"w": g}, tx.init({"w": w}))
 
 
+def _reference_adamp_first_step(w_oi, g_oi, delta=0.1, eps=1e-8):
+    """clovaai/AdamP's first update of a PyTorch (out, in) weight, in numpy: p = g / (|g| + eps)
+    (Adam's first bias-corrected step), projected per row (`_channel_view`) if every row's
+    |cos(g, w)| < delta / sqrt(in), else over the whole tensor (`_layer_view`) if that qualifies."""
+    p = g_oi / (np.abs(g_oi) + eps)
+    for view in (lambda x: x.reshape(x.shape[0], -1), lambda x: x.reshape(1, -1)):
+        w_r, g_r, p_r = view(w_oi), view(g_oi), view(p)
+        cos = np.abs((w_r * g_r).sum(1)) / (np.linalg.norm(w_r, axis=1) * np.linalg.norm(g_r, axis=1) + eps)
+        if cos.max() < delta / np.sqrt(w_r.shape[1]):
+            w_hat = w_r / (np.linalg.norm(w_r, axis=1, keepdims=True) + eps)
+            return (p_r - w_hat * (w_hat * p_r).sum(1, keepdims=True)).reshape(w_oi.shape)
+    return p
+
+
+@pytest.mark.parametrize("name", ["wq", "wo", "embedding", "w_up"])
+def test_adamp_channel_view_matches_the_reference_on_the_pytorch_layout(name):
+    """Flax layouts vs the reference's (out, in) view of the same weight: attention [d, H, d_h]
+    (rows = the H * d_h outputs), output projection [H, d_h, d], embeddings (V, D) (rows = tokens,
+    as nn.Embedding) and a Dense kernel (in, out). The gradient is orthogonal to every row of the
+    reference's view, so only the right view projects (a wrong view sees other rows)."""
+    d, h, dh = 8, 2, 4
+    to_torch, from_torch = {  # flax array -> (out, in) and back
+        "wq": (lambda x: x.reshape(d, h * dh).T, lambda y: y.T.reshape(d, h, dh)),
+        "wo": (lambda x: x.reshape(h * dh, d).T, lambda y: y.T.reshape(h, dh, d)),
+        "embedding": (lambda x: x, lambda y: y),
+        "w_up": (lambda x: x.T, lambda y: y.T),
+    }[name]
+    shape_oi = {"wq": (h * dh, d), "wo": (d, h * dh), "embedding": (12, d), "w_up": (16, d)}[name]
+    rng = np.random.default_rng(0)
+    w_oi = rng.normal(size=shape_oi) + 1.0
+    g_oi = rng.normal(size=shape_oi)
+    g_oi -= w_oi * (w_oi * g_oi).sum(1, keepdims=True) / (w_oi * w_oi).sum(1, keepdims=True)
+    want = _reference_adamp_first_step(w_oi, g_oi)
+    np.testing.assert_allclose((want * w_oi).sum(1), 0.0, atol=1e-5)  # projected per row
+    tx = scale_by_adamp(0.9, 0.999, 1e-8, weight_decay=0.0, delta=0.1)
+    params, grads = {name: jnp.asarray(from_torch(w_oi), jnp.float32)}, {name: jnp.asarray(from_torch(g_oi))}
+    u, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(to_torch(np.asarray(u[name])), want, rtol=1e-4, atol=1e-5)
+
+
 def test_power_schedule_matches_its_formula():
     a, b, c, lr_max = 4.6, -0.51, 4096, 0.02
     sched = power_schedule(

@@ -47,7 +47,7 @@ def test_write_then_load_round_trips(tmp_path):
     assert [r["loss"] for r in record["rows"]] == [1.5, 2]
     assert open(os.path.join(out, "results.csv")).read().splitlines() == ["model,loss", "a,1.5", "b,2"]
     md = open(os.path.join(out, "summary.md")).read()
-    assert "| a claim | 1.0 | big | 0.9 +- 0.1 | small | partly |" in md and "![toy](plot.png)" in md
+    assert "| a claim | 1.0 | big | 0.9 +- 0.1 | small | - | partly |" in md and "![toy](plot.png)" in md
     assert open(os.path.join(out, "plot.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -89,6 +89,79 @@ def test_load_results_names_missing_files_and_bad_numbers(tmp_path):
 def test_claim_verdict_is_checked():
     with pytest.raises(ValueError, match="verdict"):
         Claim("c", "p", "ps", "o", "os", "yes")
+
+
+def test_quick_results_never_land_in_results_unless_out_says_so(tmp_path, monkeypatch):
+    """A --quick run without --out writes under QUICK_DIR, not results/; --out still wins."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("experiments.lib.results.QUICK_DIR", str(tmp_path / "quick"))
+    measure = lambda args: _report([{"loss": 1.0}])
+    out = repro_main("toy", "Toy.", title="Toy", quick_help="q", measure=measure, argv=["--quick"])
+    assert out == str(tmp_path / "quick" / "toy") and not os.path.exists(tmp_path / "results")
+    out = repro_main("toy", "Toy.", title="Toy", quick_help="q", measure=measure, argv=[])
+    assert out == os.path.join("results", "toy") and os.path.exists(
+        tmp_path / "results" / "toy" / "results.json"
+    )
+    out = repro_main(
+        "toy",
+        "Toy.",
+        title="Toy",
+        quick_help="q",
+        measure=measure,
+        argv=["--quick", "--out", str(tmp_path / "x")],
+    )
+    assert out == str(tmp_path / "x")
+
+
+def test_repro_all_quick_leaves_results_and_readme_alone(tmp_path, monkeypatch):
+    """`repro_all --quick` runs each script with --quick --out <quick dir>/<name> and does not
+    rewrite the README; a full run renders the README from its results root."""
+    from experiments import repro_all
+
+    calls = []
+    monkeypatch.setattr(
+        repro_all.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0)
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# r\n{START}\nold\n{END}\n")
+    quick = tmp_path / "q"
+    repro_all.main(["--quick", "--only", "mod", "--out-dir", str(quick), "--readme", str(readme)])
+    assert calls[0][2:] == ["experiments.repro_mod", "--out", str(quick / "mod"), "--quick"]
+    assert "old" in readme.read_text()
+    _write(tmp_path, [{"loss": 1.0}])  # tmp_path/toy: a results root with one result
+    repro_all.main(["--rederive", "--only", "mod", "--out-dir", str(tmp_path), "--readme", str(readme)])
+    assert calls[1][2:] == ["experiments.repro_mod", "--out", str(tmp_path / "mod"), "--rederive"]
+    assert "old" not in readme.read_text() and "Not run yet" in readme.read_text()
+
+
+def test_rederive_rewrites_claims_from_the_stored_numbers_only(tmp_path):
+    out = _write(tmp_path, [{"loss": 1.0}], data={"x": [1, 2]})
+    before = load_results(out)
+
+    def derive(record):
+        assert record["data"] == {"x": [1, 2]}
+        return [
+            Claim("new", "-", "-", f"{record['rows'][0]['loss']}", "-", "implausible - see controls")
+        ], "New."
+
+    argv = ["--rederive", "--out", out]
+    repro_main("toy", "Toy.", title="Toy", quick_help="q", measure=None, derive=derive, argv=argv)
+    after = load_results(out)
+    assert after["claims"][0]["verdict"] == "implausible - see controls" and after["summary"] == "New."
+    assert {k: after[k] for k in ("rows", "data", "wall_s", "command")} == {
+        k: before[k] for k in ("rows", "data", "wall_s", "command")
+    }
+    assert "re-derived" in open(os.path.join(out, "summary.md")).read()
+    with pytest.raises(SystemExit, match="no stored result"):
+        repro_main(
+            "toy",
+            "Toy.",
+            title="Toy",
+            quick_help="q",
+            measure=None,
+            derive=derive,
+            argv=["--rederive", "--out", str(tmp_path / "none")],
+        )
 
 
 def test_readme_section_renders_results_and_placeholders(tmp_path):

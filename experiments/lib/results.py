@@ -33,16 +33,21 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
+
+from experiments.lib.verdicts import FACTOR, IMPLAUSIBLE, VERDICTS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS_DIR = "results"
+# --quick results never land in results/ (the committed full-mode numbers) unless --out says so
+QUICK_DIR = os.path.join(tempfile.gettempdir(), "rocket_quick_results")
 FILES = ("results.json", "results.csv", "plot.png", "summary.md")
 # the reproductions (experiments/repro_<name>.py) in README order: architectures, then decoding, then
 # training transforms
@@ -54,9 +59,13 @@ class Claim:
     """One row of the README's results table: what the paper reports, and what we measured.
 
     claim: the statement, e.g. "MoD (c=0.125) matches or beats dense at equal training FLOPs".
-    paper / paper_setup: the paper's number and the scale it was measured at.
+    paper_setup: the scale the paper measured at.
+    paper: the paper's own number with its table or figure ("Table 2, 360M: ..."); a number taken
+        second-hand is marked so; "-" where the paper states no number for the claim.
     ours / our_setup: our number (formatted, with its spread where there are seeds) and our scale.
-    verdict: "reproduced", "partly", "not reproduced" or "inconclusive" (our reading of `ours`).
+    verdict: one of `experiments.lib.verdicts.VERDICTS` (our reading of `ours`, two-sided against
+        the paper's effect size).
+    control: the control that rules out the obvious confound, and what it showed ("" if none).
     """
 
     claim: str
@@ -65,11 +74,11 @@ class Claim:
     ours: str
     our_setup: str
     verdict: str
+    control: str = ""
 
     def __post_init__(self):
-        verdicts = ("reproduced", "partly", "not reproduced", "inconclusive")
-        if self.verdict not in verdicts:
-            raise ValueError(f"Claim.verdict must be one of {verdicts}, got {self.verdict!r}")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"Claim.verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +147,17 @@ def write_results(args: argparse.Namespace, title: str, report: Report) -> str:
     _finite_numbers(data, "data")
     if not rows:
         raise ValueError("write_results needs at least one row")
-    out = args.out or os.path.join(RESULTS_DIR, args.name)
+    out = args.out or default_out(args.name, args.quick)
     os.makedirs(out, exist_ok=True)
     record = {
         "name": args.name,
         "title": title,
-        "mode": "quick" if args.quick else "full",
-        "command": "python -m experiments.repro_" + args.name + (" --quick" if args.quick else ""),
+        "mode": "quick" if args.quick else "paper" if getattr(args, "scale", "cpu") == "paper" else "full",
+        "command": "python -m experiments.repro_"
+        + args.name
+        + (
+            " --quick" if args.quick else " --scale paper" if getattr(args, "scale", "cpu") == "paper" else ""
+        ),
         "argv": sys.argv[1:],
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "wall_s": round(time.time() - args.t0, 1),
@@ -170,14 +183,41 @@ def write_results(args: argparse.Namespace, title: str, report: Report) -> str:
     return out
 
 
+def default_out(name: str, quick: bool) -> str:
+    """Where a result goes without --out: results/<name>/ for a full run, QUICK_DIR/<name>/ for a
+    --quick one (a quick run never overwrites the committed full-mode results)."""
+    return os.path.join(QUICK_DIR if quick else RESULTS_DIR, name)
+
+
+def rederive_results(
+    path: str, derive: Callable[[dict[str, Any]], tuple[list[Claim], str]]
+) -> dict[str, Any]:
+    """Re-derives the claims and the summary of the stored result in `path` from its stored
+    measurements (`derive(record) -> (claims, summary)`, record = results.json) and rewrites
+    results.json and summary.md; rows, data, plot, command, mode and wall time stay as they were.
+    For verdict-rule and wording changes that do not change what was measured."""
+    record = load_results(path)
+    claims, summary = derive(record)
+    record["claims"] = [dataclasses.asdict(c) for c in claims]
+    record["summary"] = summary.strip()
+    record["rederived"] = time.strftime("%Y-%m-%d", time.gmtime())
+    with open(os.path.join(path, "summary.md"), "w") as f:
+        f.write(summary_markdown(record, image="plot.png"))
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    return record
+
+
 def claims_table(claims: list[dict[str, str]]) -> str:
-    """A markdown table: claim | paper | paper's setup | ours | our setup | verdict."""
+    """A markdown table: claim | paper | paper's setup | ours | our setup | control | verdict."""
+    keys = ("claim", "paper", "paper_setup", "ours", "our_setup", "control", "verdict")
     lines = [
-        "| claim | paper | paper's setup | ours | our setup | verdict |",
-        "|---|---|---|---|---|---|",
+        "| claim | paper | paper's setup | ours | our setup | control | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in claims:
-        cells = [c[k].replace("|", "\\|").replace("\n", " ") for k in Claim.__dataclass_fields__]
+        cells = [c.get(k, "").replace("|", "\\|").replace("\n", " ") or "-" for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -187,8 +227,13 @@ def summary_markdown(record: dict[str, Any], *, image: str) -> str:
     return (
         f"## {record['title']}\n\n{record['summary']}\n\n{claims_table(record['claims'])}\n\n"
         f"![{record['name']}]({image})\n\n"
-        f"Mode: {record['mode']}, {record['wall_s'] / 60:.1f} min on {record['date']}. "
-        f"Rerun: `{record['command']}`.\n"
+        f"Mode: {record['mode']}, {record['wall_s'] / 60:.1f} min on {record['date']}"
+        + (
+            f"; verdicts re-derived from the stored numbers on {record['rederived']}"
+            if "rederived" in record
+            else ""
+        )
+        + f". Rerun: `{record['command']}`.\n"
     )
 
 
@@ -214,9 +259,14 @@ def render_results_section(results_dir: str, names: Sequence[str]) -> str:
     parts = [
         START,
         "Generated by `python -m experiments.repro_all` from `results/*/results.json`; do not edit by hand.",
-        "Every number is ours, from the command shown, on a 2-core CPU; small models on the built-in",
-        "corpus or synthetic tasks. Read them as directional checks of each paper's claim, not as",
-        "replications at the papers' scale.",
+        'Every number in the "ours" column is ours, from the full-mode command shown, on a 2-core CPU;',
+        "small models on the built-in corpus or synthetic tasks. Read them as directional checks of each",
+        "paper's claim, not as replications at the papers' scale (`--scale paper` builds those settings).",
+        'The "paper" column quotes the paper (table or figure where we have it; second-hand numbers',
+        "are marked). Verdicts are two-sided (`experiments/lib/verdicts.py`): an effect in the claimed",
+        f'direction but more than {FACTOR:g}x the paper\'s beyond the seed spread is "{IMPLAUSIBLE}"',
+        'until a control explains it; a modelled number never upgrades a measured one. The "control"',
+        "column names the control that rules out the obvious confound, and what it showed.",
         "",
     ]
     for name in names:
@@ -234,7 +284,9 @@ def render_results_section(results_dir: str, names: Sequence[str]) -> str:
             "",
             f"![{name}]({results_dir}/{name}/plot.png)",
             "",
-            f"`{r['command']}` ({r['mode']}, {r['wall_s'] / 60:.1f} min, {r['date']}); numbers in "
+            f"`{r['command']}` ({r['mode']}, {r['wall_s'] / 60:.1f} min, {r['date']}"
+            + (f"; verdicts re-derived {r['rederived']}" if "rederived" in r else "")
+            + "); numbers in "
             f"[`{results_dir}/{name}/`]({results_dir}/{name}/).",
             "",
         ]

@@ -10,7 +10,8 @@ steps; its evals give the loss-vs-FLOPs curve, `routing_measure.loss_vs_flops`).
 `run_family` trains every row for every seed (rows with seeds="first": the first seed only),
 evaluates each run in both routing modes (`routing_measure.two_mode_eval`) and times the eval forward
 of the first seed's models side by side -> a `FamilyRun` (result rows, timing rows, per-model views).
-Verdict rules: `verdict_at_most`, `verdict_faster` (seed statistics: `experiments.lib.stats`).
+`sweep_lr` picks each row's learning rate on a selection seed that is not scored (the scored runs
+use other seeds). Verdict rules: `experiments.lib.verdicts`; seed statistics: `experiments.lib.stats`.
 """
 
 from __future__ import annotations
@@ -55,12 +56,14 @@ class FamilyModel:
     flops: "budget" for the one row whose `Scale.base_steps` steps set the family's training FLOPs,
         "matched" for a row trained for those FLOPs (fewer steps when it costs more per token).
     seeds: "all" (every seed) or "first" (the first seed only, e.g. a side comparison).
+    lr: the row's peak learning rate (None: the scale's).
     """
 
     label: str
     overrides: dict[str, Any]
     flops: str = "matched"
     seeds: str = "all"
+    lr: float | None = None
 
     def __post_init__(self):
         if self.flops not in ("budget", "matched"):
@@ -93,7 +96,7 @@ def iso_flop_family(
             steps=steps,
             seq_len=scale.seq_len,
             batch_size=scale.batch_size,
-            lr=scale.lr,
+            lr=scale.lr if m.lr is None else m.lr,
             seed=seed,
             eval_batches=scale.eval_batches,
             d_model=scale.d_model,
@@ -188,6 +191,7 @@ class FamilyRun:
     family: dict[str, list[ExperimentConfig]]  # label -> cfg per seed it trained
     rows: list[dict[str, Any]]
     timing: list[dict[str, Any]]
+    sweep: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # `sweep_lr`'s rows
 
     @property
     def labels(self) -> list[str]:
@@ -211,6 +215,23 @@ class FamilyRun:
         """label -> its timing row."""
         return {t["model"]: t for t in self.timing}
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FamilyRun:
+        """The views of a stored result (results.json of a family script): its model rows (one per
+        model and seed), timing rows and sweep rows; no configs (`family` holds the labels only)."""
+        data, rows = record["data"], record["rows"]
+        scale = Scale(**data["scale"]) if "scale" in data else (QUICK if record["mode"] == "quick" else FULL)
+        model_rows = [r for r in rows if "seed" in r and not r.get("sweep")]
+        labels = dict.fromkeys(r["model"] for r in model_rows)
+        return cls(
+            scale,
+            list(data["seeds"]),
+            {label: [] for label in labels},
+            model_rows,
+            [r for r in rows if r.get("timing")],
+            [r for r in rows if r.get("sweep")],
+        )
+
     def setup(self, baseline: str) -> str:
         """The scale in a claim's "our setup", e.g. "d=128, T=128, 300 dense steps, ..."."""
         s = self.scale
@@ -220,33 +241,49 @@ class FamilyRun:
         )
 
 
-def run_family(args: argparse.Namespace, table: tuple[FamilyModel, ...], *, layers: str = "") -> FamilyRun:
+SELECT_SEED = 100  # the learning-rate sweep's seed: never one of the scored seeds
+
+
+def sweep_lr(
+    workdir: str, scale: Scale, table: tuple[FamilyModel, ...], lrs: tuple[float, ...], n_batches: int
+) -> tuple[tuple[FamilyModel, ...], list[dict[str, Any]]]:
+    """Trains every row of `table` at every learning rate of `lrs` on `SELECT_SEED` (each row at the
+    family's FLOPs), evaluates each run (causal routing) -> (the table with each row at the rate of
+    its lowest causal loss, the sweep's result rows with "lr" and "sweep": 1)."""
+    rows = []
+    for lr in lrs:
+        runs = tuple(dataclasses.replace(m, label=f"{m.label}@lr{lr:g}", lr=lr) for m in table)
+        for row in evaluate_family(train_family(workdir, scale, runs, [SELECT_SEED]), n_batches):
+            rows.append(row | {"model": row["model"].split("@")[0], "lr": lr, "sweep": 1})
+    best = {
+        m.label: min((r for r in rows if r["model"] == m.label), key=lambda r: r["loss_causal"])["lr"]
+        for m in table
+    }
+    return tuple(dataclasses.replace(m, lr=best[m.label]) for m in table), rows
+
+
+def run_family(
+    args: argparse.Namespace,
+    table: tuple[FamilyModel, ...],
+    *,
+    layers: str = "",
+    lrs: tuple[float, ...] = (),
+) -> FamilyRun:
     """The family of `table` at the scale of a repro script's command line (`QUICK` with --quick, one
     seed; else `FULL`, seeds 0 and 1; --seeds overrides): trained, evaluated in both routing modes
-    (routing statistics of the layers matching `layers`, see `evaluate_family`) and timed."""
+    (routing statistics of the layers matching `layers`, see `evaluate_family`) and timed. With
+    `lrs`, each row first gets its best rate from `sweep_lr` (its rows lead `FamilyRun.rows`'s
+    sweep part, `FamilyRun.sweep`)."""
     scale = QUICK if args.quick else FULL
     seed_list = seeds(args, [0] if args.quick else [0, 1])
+    if SELECT_SEED in seed_list:
+        raise SystemExit(f"error: seed {SELECT_SEED} selects the learning rates and cannot be scored")
+    n_batches = 4 if args.quick else 8
+    sweep: list[dict[str, Any]] = []
+    if lrs:
+        table, sweep = sweep_lr(os.path.join(args.workdir, "lr_sweep"), scale, table, lrs, n_batches)
     family = train_family(args.workdir, scale, table, seed_list)
-    rows = evaluate_family(family, n_batches=4 if args.quick else 8, layers=layers)
-    return FamilyRun(scale, seed_list, family, rows, time_family(family))
-
-
-def verdict_at_most(diff: float, spread: float, tol: float) -> str:
-    """Verdict for a claim "diff <= 0" (e.g. routed loss minus dense loss): within the tolerance
-    `tol` (at least the seed spread) it is reproduced ("matches"), within 3x partly, else not."""
-    tol = max(tol, spread)
-    if diff <= tol:
-        return "reproduced"
-    return "partly" if diff <= 3 * tol else "not reproduced"
-
-
-def verdict_faster(time_ratio: float, flop_ratio: float, noise: float = 0.2) -> str:
-    """Verdict for a claim "faster than the baseline" from a time ratio (model / baseline): timings
-    on the shared CPU move by about +-`noise`, so only ratios beyond it decide. A time ratio far
-    below the FLOP ratio (model / baseline) is faster than the arithmetic allows: load noise in
-    the timing, hence inconclusive."""
-    if time_ratio < flop_ratio * (1 - noise):
-        return "inconclusive"
-    if time_ratio < 1 - noise:
-        return "reproduced"
-    return "not reproduced" if time_ratio > 1 + noise else "inconclusive"
+    rows = evaluate_family(family, n_batches=n_batches, layers=layers)
+    lr = {m.label: scale.lr if m.lr is None else m.lr for m in table}
+    rows = [r | {"lr": lr[r["model"]]} for r in rows]
+    return FamilyRun(scale, seed_list, family, rows, time_family(family), sweep)

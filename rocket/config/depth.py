@@ -119,6 +119,9 @@ class MoRConfig(Section):
       balance_coef: token-choice balancing loss weight (paper 0.1).
       kv: "recursion" (every layer application has its own K/V) or "share" (recursions r >= 1
         attend to recursion 0's K/V of the same shared layer; only those are cached).
+      gate_only: expert router with capacity 1 at every recursion: every token takes every
+        recursion through the learned gate h + g B(h), nothing is routed (a control that
+        separates the gate from the routing).
     """
 
     sharing: str = choice("none", MOR_SHARINGS)
@@ -131,6 +134,7 @@ class MoRConfig(Section):
     z_loss_coef: float = 0.0
     balance_coef: float = 0.1
     kv: str = choice("recursion", MOR_KV)
+    gate_only: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -143,5 +147,6 @@ class MoRConfig(Section):
 
     def validate(self) -> None:
         check(self.recursions >= 1, "recursions", f"must be >= 1, got {self.recursions}")
+        check(not self.gate_only or self.router == "expert", "gate_only", "needs router='expert'")
         positive(self, "temp")
         non_negative(self, "aux_coef", "z_loss_coef", "balance_coef")

@@ -6,7 +6,10 @@ Pouransari et al., NeurIPS 2024, arXiv 2405.13226 (apple/ml-dataset-decompositio
 1. `binary_decompose`: every document (BOS + tokens, n tokens, n - 1 targets) is cut, left to
    right, into chunks of 2**k + 1 tokens (2**k targets; consecutive chunks overlap by one token,
    as `rocket.data.packing`), k = floor(log2(remaining - 1)), i.e. the binary expansion of its
-   length; k above `max_log2` is drawn from [min_log2, max_log2] with p ~ 2**k; a tail with fewer
+   length; while the remainder is longer (k > `max_log2`) the chunk's k is drawn from
+   [min_log2, max_log2] with p_k ~ 2**(max_log2 - k), as the official `get_binary` (its
+   `ps = 2**arange(...)` paired with the bucket sizes in descending order): p_k * 2**k is the same
+   for every k, so the random chunks put equal token mass into every bucket. A tail with fewer
    than 2**min_log2 targets is dropped. Chunk 2**k goes to bucket D_k, so no sequence mixes
    documents.
 2. One step = one bucket i: `batch_size * 2**(max_log2 - i)` rows of 2**i tokens, i.e. always
@@ -54,7 +57,7 @@ def binary_decompose(
     if not 0 <= min_log2 <= max_log2:
         raise DataError(f"need 0 <= min_log2 <= max_log2, got {min_log2}, {max_log2}")
     ks = np.arange(min_log2, max_log2 + 1)
-    p_k = 2.0**ks / np.sum(2.0**ks)
+    p_k = 2.0 ** (max_log2 - ks) / np.sum(2.0 ** (max_log2 - ks))  # equal token mass per bucket
     too_long = 2 ** (max_log2 + 1)  # floor(log2(remaining)) > max_log2: draw k at random
     out: dict[int, list[np.ndarray]] = {int(k): [] for k in ks}
     for start, end in zip(np.asarray(doc_starts[:-1]).tolist(), np.asarray(doc_starts[1:]).tolist()):

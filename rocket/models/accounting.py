@@ -98,7 +98,9 @@ def _applications(cfg: ModelConfig, seq_len: int) -> list[tuple[float, float, bo
         return [full if c is None else routed(c) for c in cfg.layer_capacities]
     middle, m = cfg.mor.unique_edge_layers // 2, cfg.mor_layers_per_recursion
     caps = (
-        recursion_capacities(cfg.mor.recursions) if cfg.mor.router == "expert" else [1.0] * cfg.mor.recursions
+        recursion_capacities(cfg.mor.recursions, gate_only=cfg.mor.gate_only)
+        if cfg.mor.router == "expert"
+        else [1.0] * cfg.mor.recursions
     )
     shared_kv = lambda c: (frac(c), (seq_len + 1) / 2, False)  # queries against recursion 0's keys
     recs = [routed(c) if r == 0 or cfg.mor.kv == "recursion" else shared_kv(c) for r, c in enumerate(caps)]
@@ -115,7 +117,10 @@ def _router_flops(cfg: ModelConfig, seq_len: int) -> float:
         return 2 * d * cfg.mor.recursions
     if cfg.mor.router == "none":
         return 0.0
-    reached = [1.0] + [capacity_to_k(c, seq_len) / seq_len for c in recursion_capacities(cfg.mor.recursions)]
+    reached = [1.0] + [
+        capacity_to_k(c, seq_len) / seq_len
+        for c in recursion_capacities(cfg.mor.recursions, gate_only=cfg.mor.gate_only)
+    ]
     return sum((2 * d + predictor) * frac for frac in reached[: cfg.mor.recursions])
 
 

@@ -66,9 +66,10 @@ from rocket.routing import (
 KV = tuple[jax.Array, jax.Array]
 
 
-def recursion_capacities(n_recursions: int) -> tuple[float, ...]:
-    """Expert-choice capacities c_r = (N_r - r) / N_r, r = 0 .. N_r - 1 (e.g. 1, 2/3, 1/3)."""
-    return tuple((n_recursions - r) / n_recursions for r in range(n_recursions))
+def recursion_capacities(n_recursions: int, *, gate_only: bool = False) -> tuple[float, ...]:
+    """Expert-choice capacities c_r = (N_r - r) / N_r, r = 0 .. N_r - 1 (e.g. 1, 2/3, 1/3); all 1
+    with `gate_only` (`MoRConfig.gate_only`)."""
+    return tuple(1.0 if gate_only else (n_recursions - r) / n_recursions for r in range(n_recursions))
 
 
 class RecursiveStack(nn.Module):
@@ -138,7 +139,7 @@ class RecursiveStack(nn.Module):
         rec_valids: list[jax.Array] = []
         idx_bk: jax.Array | None = None  # survivors of the previous recursion (None = all tokens)
         active_bt = valid_bt
-        for r, capacity in enumerate(recursion_capacities(cfg.mor.recursions)):
+        for r, capacity in enumerate(recursion_capacities(cfg.mor.recursions, gate_only=cfg.mor.gate_only)):
             x_bkd = h_btd if idx_bk is None else gather(h_btd, idx_bk)
             logits_bk = Router(name=f"router_{r}")(x_bkd / cfg.mor.temp)[..., 0]
             gate_bk = cfg.mor.alpha * jax.nn.sigmoid(logits_bk)

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -47,8 +48,9 @@ def scale_by_spam(
         included): m_hat = m / (1 - b1**a). The official code keeps the global t, which
         under-corrects freshly reset moments.
       * the cosine warmup s_k = 0.01 + 0.99 (1 - cos(pi k / N)) / 2 for k < N = warmup_steps
-        re-triggers after every reset (the official code runs it once); before the first reset
-        s = 1 (the learning-rate schedule has its own warmup).
+        re-triggers after every reset, as the official `SPAM.step` (it sets `current_step = 0`
+        and a fresh `CosineDecay` at every reset); before the first reset s = 1 here (the
+        learning-rate schedule has its own warmup), where the official code starts past it.
     Resets are `jnp.where` on the count, so the transform is jit-safe. Without resets
     (reset_interval > steps) and spikes (theta large) this is exactly `optax.scale_by_adam`.
     Sparse momentum (the paper's density option) is not implemented.
@@ -94,18 +96,41 @@ def scale_by_spam(
     return optax.GradientTransformation(init, update)
 
 
+def channel_rows(path: tuple[Any, ...], w: jax.Array) -> tuple[int, ...]:
+    """The axes of a Flax parameter that index AdamP's channel-view rows (one row per output unit,
+    as the reference's `x.view(x.size(0), -1)` of a PyTorch (out, in...) weight):
+
+      (V, D) "embedding"            rows = the V tokens (axis 0), each of size D (as nn.Embedding)
+      (d, H, d_h) "wq" / "wk" / "wv"  rows = the H * d_h outputs (axes 1, 2), each of size d
+      (H, d_h, d) "wo"              rows = the d outputs (axis 2), each of size H * d_h
+      any other (in..., out)        rows = the last axis (Flax's Dense layout), each of size in
+    """
+    name = str(getattr(path[-1], "key", path[-1])) if path else ""
+    if name == "embedding":
+        return (0,)
+    if w.ndim == 3 and name in ("wq", "wk", "wv"):
+        return (1, 2)
+    return (w.ndim - 1,)
+
+
 def _projection(
-    p: jax.Array, g: jax.Array, w: jax.Array, delta: float, eps: float
+    p: jax.Array, g: jax.Array, w: jax.Array, rows_axes: tuple[int, ...], delta: float, eps: float
 ) -> tuple[jax.Array, jax.Array]:
     """AdamP's projection for one tensor: (update, projected?) with the radial part of `p` removed
     along w when w looks scale-invariant (max_rows |cos(g, w)| < delta / sqrt(row size))."""
     if w.ndim < 2:
         return p, jnp.zeros([], bool)
     out, projected = p, jnp.zeros([], bool)
-    # Channel view: one row per output unit (the last axis in Flax's (in, out) layout), then the
-    # whole tensor as one row. The first view that looks scale-invariant wins.
+    # Channel view: `rows_axes` first, one row per output unit (`channel_rows`); then the whole
+    # tensor as one row. The first view that looks scale-invariant wins.
+    order = (*rows_axes, *(a for a in range(w.ndim) if a not in rows_axes))
+    n_rows = math.prod(w.shape[a] for a in rows_axes)
+    moved = tuple(w.shape[a] for a in order)
     views = (  # (tensor -> rows, rows -> tensor)
-        (lambda x: x.reshape(-1, x.shape[-1]).T, lambda r: r.T.reshape(w.shape)),
+        (
+            lambda x: jnp.transpose(x, order).reshape(n_rows, -1),
+            lambda r: jnp.transpose(r.reshape(moved), np.argsort(order)),
+        ),
         (lambda x: x.reshape(1, -1), lambda r: r.reshape(w.shape)),
     )
     for rows, unrows in views:
@@ -138,7 +163,8 @@ def scale_by_adamp(
     """AdamP (Heo et al., ICLR 2021, arXiv 2006.08217; clovaai/AdamP `adamp.py`), before the lr.
 
     p = m_hat / (sqrt(v_hat) + eps) (Adam). For a tensor w with >= 2 dims, if
-    max_rows |cos(g, w)| < delta / sqrt(row size) in the channel view (rows = output units), else
+    max_rows |cos(g, w)| < delta / sqrt(row size) in the channel view (rows = output units,
+    `channel_rows`: the reference's view of the PyTorch layout of the same weight), else
     in the layer view (the whole tensor), w counts as scale-invariant:
       p <- p - w_hat (w_hat . p) per row, w_hat = w / |w|, and its weight decay is scaled by wd_ratio.
     Output u = p + weight_decay * ratio * w (decoupled decay on `mask`-ed leaves); chain with
@@ -162,12 +188,12 @@ def scale_by_adamp(
         if decay_mask is None:
             decay_mask = jax.tree.map(lambda _: True, params)
 
-        def leaf(m: jax.Array, v: jax.Array, g: jax.Array, w: jax.Array, decay: bool) -> jax.Array:
-            p, projected = _projection(m / (jnp.sqrt(v) + eps), g, w, delta, eps)
+        def leaf(path, m: jax.Array, v: jax.Array, g: jax.Array, w: jax.Array, decay: bool) -> jax.Array:
+            p, projected = _projection(m / (jnp.sqrt(v) + eps), g, w, channel_rows(path, w), delta, eps)
             ratio = jnp.where(projected, wd_ratio, 1.0)
             return (p + (weight_decay * ratio * w if decay else 0.0)).astype(w.dtype)
 
-        updates = jax.tree.map(leaf, mu_hat, nu_hat, grads, params, decay_mask)
+        updates = jax.tree_util.tree_map_with_path(leaf, mu_hat, nu_hat, grads, params, decay_mask)
         return updates, AdampState(t, mu, nu)
 
     return optax.GradientTransformation(init, update)
