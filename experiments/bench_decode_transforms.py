@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="fewer training steps, prompts and tokens")
     ap.add_argument("--only", default="contrastive,bytes,streaming,awrs")
     ap.add_argument("--steps", type=int, default=None, help="training steps of the benchmark models")
-    ap.add_argument("--smoke", action="store_true", help="--quick with 2-step models (the test suite's check)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="--quick with 2-step models (the test suite's check)"
+    )
     args = ap.parse_args(argv)
     enable_compilation_cache()
     if args.smoke:
