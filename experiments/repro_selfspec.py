@@ -16,8 +16,11 @@ fewest target-equivalent calls per token. Scored prompts are other validation ro
 Measured: acceptance, mean accepted tokens (MAT), target-equivalent calls per token (each call
 weighted by the depth it runs), measured wall-clock speedup over AR (batch of scored prompts,
 median of repeats, a shared 2-core CPU), and the modelled speedup of `rocket.decode.cost_model` from
-measured per-call times. Verdicts read the measured speedup only (two-sided: a gain more than 3x
-the paper's beyond the seed spread reads "implausible - see controls").
+measured per-call times. Verdicts read the measured speedup only (`experiments/lib/verdicts.py`,
+`speed`: reproduced at the paper's speedup, "implausible - see controls" above 3x the top of its range);
+the controls are a separate 2-layer draft of equal draft cost and the same run measured twice (the
+wall-clock noise). `--rederive` re-derives the claims from a stored results.json. No `--scale paper`
+preset: the papers' speedups need their pretrained 7B-70B models on a GPU.
 Quick: 150 steps, seed 0, 8 scored prompts; full: 400 steps, seeds 0,1, 16 scored prompts.
 """
 
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.lib.cli import repro_main, seeds
+from experiments.lib import verdicts
+from experiments.lib.cli import script_main, seeds
 from experiments.lib.per_token import eval_batches
 from experiments.lib.results import Claim, Report, figure
 from experiments.lib.runs import experiment, fresh_workdir, restore_params, run
@@ -52,21 +57,16 @@ MODELS = {
     "draft2": dict(ARCH, n_layers=2),
 }
 EARLY_EXIT = LossConfig(early_exit_scale=1.0, early_exit_rotation=2, layer_dropout=0.1)
-PAPER = {"layerskip": 2.16, "draft_verify": 1.99}
-
-
-def verdict(speedups: list[float], paper: float, noise: float) -> tuple[str, str]:
-    """Two-sided verdict on a measured speedup (kept local; the shared experiments/lib helpers may
-    replace it): effect = speedup - 1 against the paper's; spread = max(seed std, noise floor)."""
-    effect, paper_effect = float(np.mean(speedups)) - 1.0, paper - 1.0
-    spread = max(float(np.std(speedups, ddof=1)) if len(speedups) > 1 else 0.0, noise)
-    if effect - spread > 3 * paper_effect:
-        return "inconclusive", "implausible - see controls"
-    if effect - spread > 0:
-        return ("reproduced" if effect >= 0.5 * paper_effect else "partly"), ""
-    if effect + spread < 0:
-        return "not reproduced", ""
-    return "inconclusive", ""
+SETTINGS = {  # per mode: training steps, scored prompts, seeds (stored in data["settings"] since)
+    "quick": dict(steps=150, n_score=8, seeds=[0]),
+    "full": dict(steps=400, n_score=16, seeds=[0, 1]),
+}
+LAYERSKIP, DRAFT_VERIFY = "LayerSkip exit, EE-trained", "Draft & Verify skip, plain"
+EXIT2, REPEATED, DRAFT2 = (
+    "exit at 2, EE-trained",
+    "control: exit at 2, EE-trained, repeated",
+    "separate 2-layer draft",
+)
 
 
 def train_all(root: str, seed: int, steps: int) -> dict[str, ModelStep]:
@@ -142,18 +142,9 @@ def evaluate_seed(root: str, seed: int, steps: int, n_score: int) -> tuple[list[
     }
 
 
-def measure(args: argparse.Namespace) -> Report:
-    steps, n_score = (150, 8) if args.quick else (400, 16)
-    run_seeds = seeds(args, [0] if args.quick else [0, 1])
-    rows, data = [], {}
-    for seed in run_seeds:
-        r, d = evaluate_seed(fresh_workdir(f"{args.workdir}/seed{seed}"), seed, steps, n_score)
-        rows += r
-        data[f"seed{seed}"] = d
+def plot(rows: list[dict]):
     labels = list(dict.fromkeys(r["run"] for r in rows))
-    col = lambda label, key: [r[key] for r in rows if r["run"] == label]
-    mean = lambda label, key: float(np.mean(col(label, key)))
-
+    mean = lambda label, key: float(np.mean([r[key] for r in rows if r["run"] == label]))
     fig, axes = figure(ncols=2)
     y = np.arange(len(labels))
     for off, key in ((-0.2, "measured_speedup"), (0.0, "modelled_speedup"), (0.2, "depth_model_speedup")):
@@ -165,62 +156,106 @@ def measure(args: argparse.Namespace) -> Report:
     axes[1].barh(y, [mean(lb, "acceptance") for lb in labels])
     axes[1].set_yticks(y, [""] * len(labels))
     axes[1].set_xlabel("draft acceptance rate")
+    return fig
 
-    setup = f"byte-level stdlib corpus, d=64, 4 layers, context {CTX}, {steps} steps, seeds {run_seeds}, greedy, CPU"
-    # wall-clock noise of the shared CPU: the relative gap between two measurements of one run
-    twice = [(a, b) for a, b in zip(col("exit at 2, EE-trained", "measured_speedup"),
-                                    col("control: exit at 2, EE-trained, repeated", "measured_speedup"))]  # fmt: skip
-    noise = max(0.1, max(abs(a - b) / ((a + b) / 2) for a, b in twice))
-    acc_ee, acc_plain = (
-        col("exit at 2, EE-trained", "acceptance"),
-        col("exit at 2, plain-trained", "acceptance"),
-    )
+
+def derive(record: dict[str, Any]) -> tuple[list[Claim], str]:
+    """The claims table and the summary from the stored rows and data (results.json).
+
+    The verdicts read the mean measured wall-clock speedup over AR only (`verdicts.speed`; the
+    modelled and depth-model speedups are reported beside it and never decide): LayerSkip's
+    abstract reports 1.82x-2.16x over its tasks ("up to 2.16x"), Draft & Verify's "up to 1.99x".
+    The wall-clock noise is the relative gap between two measurements of one run (the repeated
+    control run), at least 10%."""
+    rows, data = record["rows"], record["data"]
+    settings = data.get("settings") or SETTINGS["quick" if record.get("mode") == "quick" else "full"]
+    run_seeds = sorted({r["seed"] for r in rows})
+    labels = list(dict.fromkeys(r["run"] for r in rows))
+    col = lambda label, key: [r[key] for r in rows if r["run"] == label]
+    mean = lambda label, key: float(np.mean(col(label, key)))
     fmt = lambda xs: f"{np.mean(xs):.2f}" + (f" +- {np.std(xs, ddof=1):.2f}" if len(xs) > 1 else "")
+    setup = (
+        f"byte-level stdlib corpus, d=64, 4 layers, context {CTX}, {settings['steps']} steps, seeds "
+        f"{run_seeds}, greedy, CPU"
+    )
+    twice = list(zip(col(EXIT2, "measured_speedup"), col(REPEATED, "measured_speedup")))
+    noise = max(0.1, max(abs(a - b) / ((a + b) / 2) for a, b in twice))
+    repeated = (
+        f"the same run (exit at 2, EE-trained) measured twice: {fmt(col(EXIT2, 'measured_speedup'))}x and "
+        f"{fmt(col(REPEATED, 'measured_speedup'))}x, up to {noise:.0%} apart"
+    )
 
-    def speed_claim(claim: str, run: str, paper: str, paper_setup: str, paper_x: float) -> Claim:
-        """A speedup claim read from the measured speedup of `run` (never the modelled one)."""
-        measured = col(run, "measured_speedup")
-        v, note = verdict(measured, paper_x, noise)
-        ours = f"measured {fmt(measured)}x (modelled {fmt(col(run, 'modelled_speedup'))}x)"
-        return Claim(claim, paper, paper_setup, ours + (f" [{note}]" if note else ""), setup, v)
+    def ours(run: str) -> str:
+        return (
+            f"measured {fmt(col(run, 'measured_speedup'))}x (modelled {fmt(col(run, 'modelled_speedup'))}x)"
+        )
+
+    def below_noise(run: str) -> str:
+        top = mean(run, "measured_speedup") * (1 + noise)
+        return f"{mean(run, 'measured_speedup'):.2f}x plus {noise:.0%} is {top:.2f}x, " + (
+            "still below 1: a slowdown beyond the timing noise" if top < 1 else "not clear of 1"
+        )
 
     claims = [
-        speed_claim(
-            "Early-exit self-speculation (LayerSkip recipe) decodes faster than AR, exactly",
-            "LayerSkip exit, EE-trained",
-            "up to 2.16x (CNN/DM), 1.82x (coding), 2.0x (TOPv2) (abstract)",
-            "Llama2 7B/13B, Llama3 8B with LayerSkip continual pre-training / fine-tuning, GPU",
-            PAPER["layerskip"],
+        Claim(
+            claim="Early-exit self-speculation (LayerSkip recipe) decodes faster than AR, exactly",
+            paper="up to 2.16x (CNN/DM), 1.82x (coding), 2.0x (TOPv2) (abstract)",
+            paper_setup="Llama2 7B/13B, Llama3 8B with LayerSkip continual pre-training / fine-tuning, GPU",
+            ours=ours(LAYERSKIP),
+            our_setup=setup,
+            control=f"a separate 2-layer draft model of equal draft cost (vs the exit at 2): acceptance "
+            f"{fmt(col(DRAFT2, 'acceptance'))} vs {fmt(col(EXIT2, 'acceptance'))}, measured "
+            f"{fmt(col(DRAFT2, 'measured_speedup'))}x vs {fmt(col(EXIT2, 'measured_speedup'))}x: as slow within "
+            "the noise, so the slowdown is the small models' per-call cost on this CPU, not self-drafting; "
+            f"wall-clock noise: {repeated}; " + below_noise(LAYERSKIP),
+            verdict=verdicts.speed(mean(LAYERSKIP, "measured_speedup"), 1.82, paper_high=2.16),
         ),
-        speed_claim(
-            "Layer-skipping self-drafts (Draft & Verify) decode faster than AR, exactly",
-            "Draft & Verify skip, plain",
-            "up to 1.99x (abstract)",
-            "LLaMA-2 13B / 70B, CodeLLaMA, skip set from Bayesian optimisation, GPU",
-            PAPER["draft_verify"],
+        Claim(
+            claim="Layer-skipping self-drafts (Draft & Verify) decode faster than AR, exactly",
+            paper="up to 1.99x (abstract)",
+            paper_setup="LLaMA-2 13B / 70B, CodeLLaMA, skip set from Bayesian optimisation, GPU",
+            ours=ours(DRAFT_VERIFY),
+            our_setup=setup,
+            control=f"wall-clock noise: {repeated}; " + below_noise(DRAFT_VERIFY),
+            verdict=verdicts.speed(mean(DRAFT_VERIFY, "measured_speedup"), 1.99),
         ),
     ]
     table = "; ".join(
         f"{lb}: accept {mean(lb, 'acceptance'):.2f}, MAT {mean(lb, 'mat'):.2f}, "
         f"measured {mean(lb, 'measured_speedup'):.2f}x" for lb in labels
     )  # fmt: skip
+    routed = np.mean([data[f"seed{s}"]["mor_routing"]["mor/rec1/selected"] for s in run_seeds])
     summary = (
-        f"Small byte-level models ({steps} steps, seeds {run_seeds}) decode with their own shallow path; "
-        f"every run is exact (greedy outputs equal AR's, tests/test_self_spec.py). {table}. At exit layer 2 the "
-        f"early-exit loss moves greedy acceptance from {fmt(acc_plain)} (plain model) to "
-        f"{fmt(acc_ee)}. The MoR model's causal router sends a fraction "
-        f"{np.mean([data[f'seed{s}']['mor_routing']['mor/rec1/selected'] for s in run_seeds]):.3f} of tokens to its "
-        "second recursion, so its first-recursion draft is nearly the model itself (acceptance near 1 says "
-        "little about MoR drafting). Measured speedups are CPU wall-clock ratios of small models on a shared "
-        f"2-core machine (the repeated control run differs by {noise:.0%}), where a call's fixed overhead "
-        "dominates its depth; the depth-model column is the speedup if a call cost its depth, the modelled one "
-        "uses measured per-call times (`rocket.decode.cost_model`)."
+        f"Small byte-level models ({settings['steps']} steps, seeds {run_seeds}) decode with their own shallow "
+        f"path; every run is exact (greedy outputs equal AR's, tests/test_self_spec.py). {table}. At exit layer "
+        f"2 the early-exit loss moves greedy acceptance from {fmt(col('exit at 2, plain-trained', 'acceptance'))} "
+        f"(plain model) to {fmt(col(EXIT2, 'acceptance'))}. The MoR model's causal router sends a fraction "
+        f"{routed:.3f} of tokens to its second recursion, so its first-recursion draft is nearly the model itself "
+        "(acceptance near 1 says little about MoR drafting). Measured speedups are CPU wall-clock ratios of small "
+        f"models on a shared 2-core machine (the repeated control run differs by {noise:.0%}), where a call's "
+        "fixed overhead dominates its depth; the verdicts read the measured speedup only. The depth-model "
+        "column is the speedup if a call cost its depth, the modelled one uses measured per-call times "
+        "(`rocket.decode.cost_model`)."
     )
-    return Report(rows=rows, claims=claims, summary=summary, fig=fig, data=data)
+    return claims, summary
+
+
+def measure(args: argparse.Namespace) -> Report:
+    settings = dict(SETTINGS["quick" if args.quick else "full"])
+    settings["seeds"] = seeds(args, settings["seeds"])
+    rows, data = [], {"settings": settings}
+    for seed in settings["seeds"]:
+        r, d = evaluate_seed(
+            fresh_workdir(f"{args.workdir}/seed{seed}"), seed, settings["steps"], settings["n_score"]
+        )
+        rows += r
+        data[f"seed{seed}"] = d
+    claims, summary = derive({"rows": rows, "data": data})
+    return Report(rows=rows, claims=claims, summary=summary, fig=plot(rows), data=data)
 
 
 def main(argv: list[str] | None = None) -> None:
-    repro_main("selfspec", __doc__, title=TITLE, quick_help=QUICK_HELP, measure=measure, argv=argv)
+    script_main(__name__, argv)
 
 
 if __name__ == "__main__":

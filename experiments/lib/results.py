@@ -51,7 +51,7 @@ QUICK_DIR = os.path.join(tempfile.gettempdir(), "rocket_quick_results")
 FILES = ("results.json", "results.csv", "plot.png", "summary.md")
 # the reproductions (experiments/repro_<name>.py) in README order: architectures, then decoding, then
 # training transforms
-NAMES = ("mod", "mor", "tokenformer", "softplus", "lexinvariant", "decoding", "training")
+NAMES = ("mod", "mor", "tokenformer", "softplus", "lexinvariant", "decoding", "selfspec", "training")
 
 
 @dataclasses.dataclass(frozen=True)
