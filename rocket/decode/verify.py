@@ -24,7 +24,8 @@ candidates m must be a stopping time of the candidate sequence. Acceptance is te
 `u * s(c) <= r(c)` (no division). A residual with mass < 1e-12 (p == q up to rounding) falls back
 to r.
 
-`walk_tree` runs a kernel from the root down a token tree; `greedy_tree` is the greedy special
+`walk_tree` runs a kernel from the root down a token tree (evaluated at every node at once, then
+followed from the root); `greedy_tree` is the greedy special
 case (accept a child iff it is the target's argmax), vectorized over the tree with the ancestor
 mask and picking the deepest accepted node.
 """
@@ -151,28 +152,46 @@ def walk_tree(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Samples a path down a token tree (one row; node 0 = root) -> (path[D+1], n_accepted, emitted[D+1]).
 
-    u[D+1, C] / g[D+1, V]: noise per depth (`draw_noise`); p[N, V] / q[N, V]: target / draft distributions at each node (for its children); children[N, C]
-    node indices in proposal order, -1 = none. path[0] = root; path[1..n] the accepted nodes;
-    emitted[0..n] = their tokens then the final residual/bonus token (n + 1 tokens).
+    u[D+1, C] / g[D+1, V]: noise per depth (`draw_noise`); p[N, V] / q[N, V]: target / draft
+    distributions at each node (for its children); children[N, C] node indices in proposal order,
+    -1 = none. path[0] = root; path[1..n] the accepted nodes; emitted[0..n] = their tokens then the
+    final residual/bonus token (n + 1 tokens).
+
+    Vectorized: the walk visits at most one node per depth d and runs the kernel there with the
+    noise of depth d, so the kernel is run at every node n at once with the noise of depth(n)
+    (one batched program instead of a loop over depth), and the walk then only follows the
+    accepted child: node_{d+1} = children[node_d, j(node_d)] while j >= 0. The visited nodes see
+    exactly the inputs of the sequential walk, so the sampled path and tokens have the same law.
     """
     depth = u_dm.shape[0] - 1
-
-    def step(d, carry):  # nodes at depth D have no children: the last step emits the bonus token
-        node, alive, n_acc, path, emitted = carry
-        kids_c = children_nc[node]
-        j, tok = verify_node(
-            rule, u_dm[d], g_dv[d], p_nv[node], q_nv[node], tokens_n[jnp.maximum(kids_c, 0)], kids_c >= 0
-        )
-        emitted = emitted.at[d].set(jnp.where(alive, tok, 0))
-        acc = alive & (j >= 0)
-        node = jnp.where(acc, kids_c[jnp.maximum(j, 0)], node)
-        path = path.at[jnp.minimum(d + 1, depth)].set(jnp.where(acc, node, path[jnp.minimum(d + 1, depth)]))
-        return node, acc, n_acc + acc.astype(jnp.int32), path, emitted
-
-    zeros = jnp.zeros((depth + 1,), jnp.int32)
-    init = (jnp.int32(0), jnp.bool_(True), jnp.int32(0), zeros, zeros)
-    _, _, n_acc, path, emitted = jax.lax.fori_loop(0, depth + 1, step, init)
-    return path, n_acc, emitted
+    n, c = children_nc.shape
+    # parent[children[n, j]] = n, then depth(n) = depth(parent(n)) + 1 (a tree of depth <= D).
+    kids = children_nc.reshape(-1)
+    parent_n = (
+        jnp.full((n,), -1, jnp.int32)
+        .at[jnp.where(kids >= 0, kids, n)]
+        .set(jnp.repeat(jnp.arange(n, dtype=jnp.int32), c), mode="drop")
+    )
+    depth_n = jnp.zeros((n,), jnp.int32)
+    for _ in range(depth):
+        depth_n = jnp.where(parent_n >= 0, depth_n[jnp.maximum(parent_n, 0)] + 1, 0)
+    depth_n = jnp.minimum(depth_n, depth)
+    kernel = lambda *a: verify_node(rule, *a)
+    j_n, tok_n = jax.vmap(kernel)(
+        u_dm[depth_n], g_dv[depth_n], p_nv, q_nv, tokens_n[jnp.maximum(children_nc, 0)], children_nc >= 0
+    )
+    # Follow the accepted children (nodes at depth D have none: the last step emits the bonus token).
+    node, alive, n_acc = jnp.int32(0), jnp.bool_(True), jnp.int32(0)
+    path, emitted = [jnp.int32(0)] + [jnp.int32(0)] * depth, []
+    for d in range(depth + 1):
+        emitted.append(jnp.where(alive, tok_n[node], 0))
+        j = j_n[node]
+        alive = alive & (j >= 0)
+        node = jnp.where(alive, children_nc[node, jnp.maximum(j, 0)], node)
+        slot = min(d + 1, depth)
+        path[slot] = jnp.where(alive, node, path[slot])
+        n_acc = n_acc + alive.astype(jnp.int32)
+    return jnp.stack(path), n_acc, jnp.stack(emitted).astype(jnp.int32)
 
 
 def greedy_tree(
