@@ -1,5 +1,6 @@
 """Self-speculative decoding: the model drafts with a shallow path of itself and verifies with its
-full depth, in one KV cache, exactly the target's law (chains; greedy or sampled).
+full depth, in one KV cache, exactly the target's law (chains here; static token trees with
+`branching=(b_1, ..., b_D)` in `rocket.decode.methods.self_tree`; greedy or sampled).
 
 Draft paths (a skip set over the model's stages, `rocket.models.exits.DraftPlan`):
   `SelfExit(exit_layer=k)`   early exit after stage k through the shared final norm and LM head
@@ -44,8 +45,8 @@ from rocket.decode.methods.speculative import draft_dist, propose
 from rocket.decode.sampling import warp
 from rocket.decode.trees import ancestors, tree_widths
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
-from rocket.layers.cache import Cache, KVBlock, commit_block, init_cache, rollback
 from rocket.layers import make_block_mask
+from rocket.layers.cache import Cache, KVBlock, commit_block, init_cache, rollback
 from rocket.models.exits import DraftPlan, embed_tokens, model_stages, readout, run_stages
 
 
@@ -174,7 +175,9 @@ class _SelfDraft(Method):
         root_b = last_prompt_token(prompt_bp, prompt_len_b)
         return SelfSpecState(cache, private, root_b, prompt_len_b - 1)
 
-    def _draft_body(self, cfg, params, plan: DraftPlan, tokens_bt, positions_bt, cache, private, tree_btt=None):
+    def _draft_body(
+        self, cfg, params, plan: DraftPlan, tokens_bt, positions_bt, cache, private, tree_btt=None
+    ):
         """Embedding, shared prefix, private stages -> (h at the exit, (h, active) at the first
         skipped stage, (prefix kvs, private kvs), (prefix valids, private valids)); `tree_btt` as in
         `verify_forward`."""
