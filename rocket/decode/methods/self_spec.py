@@ -142,9 +142,9 @@ class _SelfDraft(Method):
         token tree with branching[d] children per depth-d node and sets gamma = len(branching)."""
         branching = self.branching
         if isinstance(branching, str):
-            branching = tuple(int(x) for x in branching.split(",") if x.strip())
-        branching = tuple(int(x) for x in branching)
-        if branching and min(branching) < 1:
+            branching = tuple(int(x) if x.strip().isdigit() else x for x in branching.split(",") if x.strip())
+        branching = tuple(int(x) if isinstance(x, np.integer) else x for x in branching)
+        if not all(isinstance(x, (int, np.integer)) for x in branching) or (branching and min(branching) < 1):
             raise ValueError(f"branching must be a tuple of positive ints, got {branching}")
         object.__setattr__(self, "gamma", len(branching) or self.gamma)
         # all ones is the chain of gamma = len(branching): the chain round
