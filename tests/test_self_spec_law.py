@@ -73,10 +73,13 @@ def test_sampled_self_speculation_draws_the_target_law(changes, method):
 
 
 @pytest.mark.slow
-def test_sampled_self_speculation_draws_the_target_law_mor():
+@pytest.mark.parametrize(
+    "method", [SelfMoR(recursions=1, gamma=2), SelfMoR(recursions=1, branching=(2, 1))], ids=["chain", "tree"]
+)
+def test_sampled_self_speculation_draws_the_target_law_mor(method):
     step = _step(n_layers=4, mor=dict(sharing="middle_cycle", recursions=2))
     law = _law(step, T07)
-    pval, stat, df = chi_square_pvalue(_sample(step, SelfMoR(recursions=1, gamma=2), T07), law)
+    pval, stat, df = chi_square_pvalue(_sample(step, method, T07), law)
     assert pval > 1e-4, f"chi2 = {stat:.1f} with df = {df} (p = {pval:.2e}): not the target law"
 
 
