@@ -1,4 +1,5 @@
-"""Self-speculative decoding: stages compose to the model, greedy == AR, one exact cache, FLOPs.
+"""Self-speculative decoding: stages compose to the model, greedy == AR (chains and static token
+trees), one exact cache, FLOPs.
 
 The sampled law is checked in tests/test_self_spec_law.py (the chi-square harness with its power
 check).
@@ -61,12 +62,16 @@ CASES = {
     "dense_exit": (DENSE3, SelfExit(exit_layer=1)),
     "mor_first_recursion": (MOR_MIDDLE, SelfMoR(recursions=1)),
     "mod_skip_routed": (MOD, SelfMoD(gamma=3)),
+    "tree_dense_exit": (DENSE3, SelfExit(exit_layer=1, branching=(2, 1))),
+    "tree_skip_set": (DENSE3, SelfSkip(skip=(1,), branching=(3, 1))),  # a private stage
 }
 SLOW_CASES = {
     "dense_exit_2_gamma_2": (DENSE3, SelfExit(exit_layer=2, gamma=2)),
     "dense_skip_set": (DENSE3, SelfSkip(skip="1")),
     "dense_skip_first": (DENSE3, SelfSkip(skip=(0,))),
     "mor_cycle_two_recursions": (MOR_CYCLE, SelfMoR(recursions=2)),
+    "tree_mor_first_recursion": (MOR_MIDDLE, SelfMoR(recursions=1, branching=(2, 2))),
+    "tree_mod_skip_routed": (MOD, SelfMoD(branching=(2, 2, 1))),
 }
 
 
@@ -114,9 +119,10 @@ def _assert_same_cache(got, want):
     "changes,method",
     [
         (MOR_MIDDLE, SelfMoR(recursions=1, gamma=3)),
+        (MOR_MIDDLE, SelfMoR(recursions=1, branching=(2, 2))),
         pytest.param(dict(n_layers=4), SelfSkip(skip=(1, 3), gamma=3), marks=pytest.mark.slow),
     ],
-    ids=["mor", "skip_set"],
+    ids=["mor", "mor_tree", "skip_set"],
 )
 def test_cache_after_each_round_is_a_fresh_full_forward(changes, method):
     """Both caches hold exactly the accepted history: the model's equals a fresh full forward over
@@ -203,6 +209,11 @@ def test_bad_draft_paths_are_one_line_errors(changes, method, match):
 def test_gamma_must_be_positive_and_methods_are_registered():
     with pytest.raises(ValueError, match="gamma"):
         SelfExit(gamma=0)
+    with pytest.raises(ValueError, match="branching"):
+        SelfExit(branching=(2, 0))
+    assert SelfExit(branching=(1, 1)) == SelfExit(gamma=2)  # an all-ones tree is the chain
+    tree = SelfSkip(branching="3,2,1")
+    assert (tree.gamma, tree.branching, tree.emit_width, tree.block_width) == (3, (3, 2, 1), 4, 16)
     assert {"self_exit", "self_skip", "self_mod", "self_mor"} <= set(METHODS)
     assert SelfSkip(skip="3, 1").skip == (1, 3)
 

@@ -1,5 +1,6 @@
 """Sampled self-speculation draws exactly the target's law (the chi-square harness of
-tests/test_speculative.py), with the power check: the same test rejects a broken verifier.
+tests/test_speculative.py), chains and static token trees, with the power check: the same test
+rejects a broken verifier.
 
 A real (tiny) transformer with V = 6, scaled so its exits and its full depth disagree; the exact
 law of the 6^3 continuations comes from one full forward over all of them.
@@ -58,8 +59,11 @@ def _sample(step: ModelStep, method, sampler: SamplerConfig) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "changes,method",
-    [(dict(n_layers=2), SelfExit(exit_layer=1, gamma=2))],
-    ids=["dense_exit"],
+    [
+        (dict(n_layers=2), SelfExit(exit_layer=1, gamma=2)),
+        (dict(n_layers=2), SelfExit(exit_layer=1, branching=(2, 1))),  # a static tree, i.i.d. siblings
+    ],
+    ids=["dense_exit", "dense_exit_tree"],
 )
 def test_sampled_self_speculation_draws_the_target_law(changes, method):
     step = _step(**changes)
@@ -69,20 +73,29 @@ def test_sampled_self_speculation_draws_the_target_law(changes, method):
 
 
 @pytest.mark.slow
-def test_sampled_self_speculation_draws_the_target_law_mor():
+@pytest.mark.parametrize(
+    "method", [SelfMoR(recursions=1, gamma=2), SelfMoR(recursions=1, branching=(2, 1))], ids=["chain", "tree"]
+)
+def test_sampled_self_speculation_draws_the_target_law_mor(method):
     step = _step(n_layers=4, mor=dict(sharing="middle_cycle", recursions=2))
     law = _law(step, T07)
-    pval, stat, df = chi_square_pvalue(_sample(step, SelfMoR(recursions=1, gamma=2), T07), law)
+    pval, stat, df = chi_square_pvalue(_sample(step, method, T07), law)
     assert pval > 1e-4, f"chi2 = {stat:.1f} with df = {df} (p = {pval:.2e}): not the target law"
 
 
-def test_power_check_the_harness_rejects_a_broken_self_verifier(monkeypatch):
+@pytest.mark.parametrize(
+    "method",
+    # not the cached compiles of the law tests
+    [SelfExit(exit_layer=1, gamma=3), SelfExit(exit_layer=1, branching=(1, 2))],
+    ids=["chain", "tree"],
+)
+def test_power_check_the_harness_rejects_a_broken_self_verifier(monkeypatch, method):
     """The correction drawn from p instead of norm(max(p - q, 0)): the harness must reject it, with
     a noncentrality far above the critical value (power ~ 1)."""
     step = _step(n_layers=2)
     law = _law(step, T07)
     monkeypatch.setattr(verify, "residual", lambda r_v, s_v: r_v)
-    tokens = _sample(step, SelfExit(exit_layer=1, gamma=3), T07)  # not the cached compile of gamma=2
+    tokens = _sample(step, method, T07)
     pval, stat, df = chi_square_pvalue(tokens, law)
     assert pval < 1e-4, f"the harness did not detect a broken verifier (chi2 = {stat:.1f}, df = {df})"
     flat = np.bincount(np.ravel_multi_index(tokens.T, law.shape), minlength=law.size) / len(tokens)

@@ -17,6 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def tree_widths(branching: tuple[int, ...]) -> tuple[int, ...]:
+    """Level widths of a static tree with branching[d] children per depth-d node: prod_{i<=d} b_i."""
+    return tuple(int(w) for w in np.cumprod(branching))
+
+
 def level_depths(widths: tuple[int, ...]) -> np.ndarray:
     """[N] depth of each node for a level-ordered tree with `widths[d - 1]` nodes at depth d >= 1."""
     return np.concatenate([[0]] + [np.full(w, d + 1) for d, w in enumerate(widths)]).astype(np.int32)

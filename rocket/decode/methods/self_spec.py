@@ -1,5 +1,6 @@
 """Self-speculative decoding: the model drafts with a shallow path of itself and verifies with its
-full depth, in one KV cache, exactly the target's law (chains; greedy or sampled).
+full depth, in one KV cache, exactly the target's law (chains here; static token trees with
+`branching=(b_1, ..., b_D)` in `rocket.decode.methods.self_tree`; greedy or sampled).
 
 Draft paths (a skip set over the model's stages, `rocket.models.exits.DraftPlan`):
   `SelfExit(exit_layer=k)`   early exit after stage k through the shared final norm and LM head
@@ -42,10 +43,11 @@ from rocket.config import ModelConfig
 from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.methods.speculative import draft_dist, propose
 from rocket.decode.sampling import warp
-from rocket.decode.trees import ancestors
+from rocket.decode.trees import ancestors, tree_widths
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
+from rocket.layers import make_block_mask
 from rocket.layers.cache import Cache, KVBlock, commit_block, init_cache, rollback
-from rocket.models.exits import DraftPlan, causal_mask, embed_tokens, model_stages, readout, run_stages
+from rocket.models.exits import DraftPlan, embed_tokens, model_stages, readout, run_stages
 
 
 @flax.struct.dataclass
@@ -57,9 +59,16 @@ class SelfSpecState:
 
 
 def commit_layers(
-    cache: Cache, start: int, kvs: list, valids: list, positions_bt: jax.Array, n: jax.Array
+    cache: Cache,
+    start: int,
+    kvs: list,
+    valids: list,
+    positions_bt: jax.Array,
+    n: jax.Array,
+    path_bp: jax.Array | None = None,
 ) -> Cache:
-    """`commit_block` into cache layers [start, start + len(kvs)) only (the others untouched)."""
+    """`commit_block` into cache layers [start, start + len(kvs)) only (the others untouched); with
+    `path_bp` (block indices of a tree's root-to-node path), `commit_path` instead."""
     if not kvs:
         return cache
     stop = start + len(kvs)
@@ -69,6 +78,7 @@ def commit_layers(
         positions=positions_bt,
         valid=jnp.stack(valids),
     )
+    block = block if path_bp is None else block.take(path_bp)
     part = lambda x: x[start:stop]
     sub = commit_block(
         Cache(part(cache.k), part(cache.v), part(cache.slot_pos), part(cache.length)), block, n
@@ -90,15 +100,16 @@ def verify_forward(
     active_bt: jax.Array,
     positions_bt: jax.Array,
     cache: Cache,
+    tree_btt: jax.Array | None = None,
 ) -> tuple[jax.Array, list, list]:
     """The verifier call: stages [shared, n) from the hidden states h[B, T, D] the draft stored at
     the first skipped stage, then the LM head -> (logits[B, T, V], K/V and valid masks of the
-    remaining cache layers). It computes nothing of the shared prefix."""
+    remaining cache layers). It computes nothing of the shared prefix. `tree_btt`: a token tree's
+    ancestor-or-self mask (None: a chain, causal)."""
     b, t = positions_bt.shape
     suffix = plan.stages[plan.shared :]
-    h_btd, _, kvs, valids = run_stages(
-        cfg, params, suffix, h_btd, active_bt, positions_bt, causal_mask(b, t), cache.layer
-    )
+    mask = make_block_mask(None, tree_btt, t, b)
+    h_btd, _, kvs, valids = run_stages(cfg, params, suffix, h_btd, active_bt, positions_bt, mask, cache.layer)
     return readout(cfg, params, h_btd)[0], kvs, valids
 
 
@@ -110,6 +121,7 @@ class _SelfDraft(Method):
     """The shared chain round; subclasses define `gamma` and `skip_set(cfg)`."""
 
     gamma: int
+    branching: tuple[int, ...]
 
     @property
     def emit_width(self) -> int:
@@ -117,7 +129,7 @@ class _SelfDraft(Method):
 
     @property
     def block_width(self) -> int:
-        return self.gamma + 1
+        return 1 + sum(tree_widths(self.branching)) if self.branching else self.gamma + 1
 
     @abc.abstractmethod
     def skip_set(self, cfg: ModelConfig) -> tuple[int, ...]: ...
@@ -126,6 +138,17 @@ class _SelfDraft(Method):
         return DraftPlan.of(cfg, self.skip_set(cfg))
 
     def _check_gamma(self) -> None:
+        """Validates gamma; a non-empty `branching` (e.g. (3, 2, 1) or "3,2,1") drafts a static
+        token tree with branching[d] children per depth-d node and sets gamma = len(branching)."""
+        branching = self.branching
+        if isinstance(branching, str):
+            branching = tuple(int(x) if x.strip().isdigit() else x for x in branching.split(",") if x.strip())
+        branching = tuple(int(x) if isinstance(x, np.integer) else x for x in branching)
+        if not all(isinstance(x, (int, np.integer)) for x in branching) or (branching and min(branching) < 1):
+            raise ValueError(f"branching must be a tuple of positive ints, got {branching}")
+        object.__setattr__(self, "gamma", len(branching) or self.gamma)
+        # all ones is the chain of gamma = len(branching): the chain round
+        object.__setattr__(self, "branching", () if all(x == 1 for x in branching) else branching)
         if self.gamma < 1:
             raise ValueError(f"gamma (draft length) must be >= 1, got {self.gamma}")
 
@@ -152,11 +175,14 @@ class _SelfDraft(Method):
         root_b = last_prompt_token(prompt_bp, prompt_len_b)
         return SelfSpecState(cache, private, root_b, prompt_len_b - 1)
 
-    def _draft_body(self, cfg, params, plan: DraftPlan, tokens_bt, positions_bt, cache, private):
+    def _draft_body(
+        self, cfg, params, plan: DraftPlan, tokens_bt, positions_bt, cache, private, tree_btt=None
+    ):
         """Embedding, shared prefix, private stages -> (h at the exit, (h, active) at the first
-        skipped stage, (prefix kvs, private kvs), (prefix valids, private valids))."""
+        skipped stage, (prefix kvs, private kvs), (prefix valids, private valids)); `tree_btt` as in
+        `verify_forward`."""
         b, t = tokens_bt.shape
-        mask = causal_mask(b, t)
+        mask = make_block_mask(None, tree_btt, t, b)
         h = embed_tokens(cfg, params, tokens_bt)
         act = jnp.ones((b, t), bool)
         prefix = plan.stages[: plan.shared]
@@ -169,6 +195,10 @@ class _SelfDraft(Method):
         return hd, (h, act), (kvs, pkvs), (valids, pvalids)
 
     def round(self, ctx: Ctx, s: SelfSpecState, key: jax.Array, active_b: jax.Array) -> RoundOut:
+        if self.branching:  # a static token tree (rocket.decode.methods.self_tree; imports this module)
+            from rocket.decode.methods.self_tree import tree_round
+
+            return tree_round(self, ctx, s, key, active_b)
         cfg, params = _model(ctx)
         plan = self.plan(cfg)
         b, g, t = s.pending.shape[0], self.gamma, self.gamma + 1
@@ -240,6 +270,7 @@ class SelfExit(_SelfDraft):
 
     exit_layer: int = 1
     gamma: int = 4
+    branching: tuple[int, ...] = ()  # a static token tree (`_check_gamma`); () = a chain of gamma
 
     def __post_init__(self):
         self._check_gamma()
@@ -259,6 +290,7 @@ class SelfSkip(_SelfDraft):
 
     skip: tuple[int, ...] = (1,)
     gamma: int = 4
+    branching: tuple[int, ...] = ()  # a static token tree (`_check_gamma`); () = a chain of gamma
 
     def __post_init__(self):
         self._check_gamma()
@@ -275,6 +307,7 @@ class SelfMoD(_SelfDraft):
     """A Mixture-of-Depths model drafting with every routed layer skipped."""
 
     gamma: int = 4
+    branching: tuple[int, ...] = ()  # a static token tree (`_check_gamma`); () = a chain of gamma
 
     def __post_init__(self):
         self._check_gamma()
@@ -294,6 +327,7 @@ class SelfMoR(_SelfDraft):
 
     recursions: int = 1
     gamma: int = 4
+    branching: tuple[int, ...] = ()  # a static token tree (`_check_gamma`); () = a chain of gamma
 
     def __post_init__(self):
         self._check_gamma()

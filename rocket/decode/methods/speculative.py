@@ -35,7 +35,7 @@ import numpy as np
 
 from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import SamplerConfig, warp
-from rocket.decode.trees import ancestors, children, level_depths
+from rocket.decode.trees import ancestors, children, level_depths, tree_widths
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
 from rocket.layers.cache import Cache, commit_block, commit_path
 
@@ -220,7 +220,7 @@ class Speculative(_DraftTree):
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return tuple(int(w) for w in np.cumprod(self.branching))
+        return tree_widths(self.branching)
 
     def max_children_per_level(self) -> tuple[int, ...]:
         return self.branching
