@@ -180,5 +180,5 @@ def test_power_schedule_by_config_and_bad_optim_config():
         ("spam_clip_skip", 0),
         ("power_b", 0.5),
     ]:
-        with pytest.raises(ConfigError, match=f"'{field}'"):
+        with pytest.raises(ConfigError, match=f"'optim.{field}'"):
             OptimConfig(**{field: value})

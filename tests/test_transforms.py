@@ -285,7 +285,7 @@ def test_aux_scales_multiply_named_losses_and_reject_unknown_names():
     ],
 )
 def test_bad_loss_config_names_the_field(field, value):
-    with pytest.raises(ConfigError, match=f"'{field}'"):
+    with pytest.raises(ConfigError, match=f"'loss.{field}'"):
         LossConfig(**{field: value})
 
 
