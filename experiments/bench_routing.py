@@ -17,7 +17,7 @@ length; prefill excluded). Batches are random tokens; times are best-of-reps wal
 compile, the models taking turns (robust to background load; `experiments.lib.bench_timing`).
 Last, compile time at depth (`experiments.lib.bench_compile`): the loss gradient of `--compile-layers`
 deep models of width `--compile-d`, dense / MoD / MoR with `model.scan_layers` on and off, as a
-ratio to the scanned dense model (0 layers: skipped).
+ratio to the scanned dense model (0 layers: skipped). `--seqs "" --decode-tokens 0` runs only this.
 `--smoke` runs tiny sizes in seconds (the test suite's check that the script runs).
 """
 
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"device: {jax.devices()[0].device_kind}; d={args.d} L={args.layers} batch={args.batch} {args.dtype}"
     )
-    time_vs_flops(
-        [int(q) for q in args.seqs.split(",")], args.d, args.layers, args.batch, args.dtype, args.reps
-    )
+    if args.seqs:  # "" skips the timing table
+        seqs = [int(q) for q in args.seqs.split(",")]
+        time_vs_flops(seqs, args.d, args.layers, args.batch, args.dtype, args.reps)
     if args.decode_tokens:
         prompt_len, n = (8 if args.smoke else 64), args.decode_tokens
         cfgs = configs(args.d, args.layers, prompt_len + n, args.dtype)
