@@ -76,7 +76,7 @@ def test_bench_device_render_flattens_rows():
 @pytest.mark.slow
 def test_bench_routing_smoke(capsys):
     out = run_script("bench_routing", ["--smoke"], capsys)
-    assert "mor" in out and "decode" in out
+    assert "mor" in out and "decode" in out and "mor scan" in out
 
 
 @pytest.mark.slow

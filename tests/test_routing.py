@@ -109,7 +109,7 @@ def test_router_bce_pushes_selected_logits_up():
         ({"mor": {"sharing": "cycle", "recursions": 3}, "n_layers": 4}, "mor.recursions"),
         ({"mor": {"sharing": "sequence"}}, "mor.sharing"),
         ({"mor": {"sharing": "cycle", "router": "random"}}, "mor.router"),
-        ({"mod": {"pattern": "mod"}, "scan_layers": True}, "scan_layers"),
+        ({"mod": {"pattern": "mod", "schedule": "prd"}, "scan_layers": True}, "scan_layers"),
         ({"mod": {"pattern": "dense,mod"}, "mor": {"sharing": "cycle"}}, "mod.pattern"),
     ],
 )

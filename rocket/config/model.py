@@ -44,8 +44,10 @@ class ModelConfig(Section):
       dtype: compute dtype of activations and matmuls ("float32" or "bfloat16"). Softmax,
         normalisation statistics and logits are always float32.
       param_dtype: storage dtype of parameters (float32 is the recommended policy).
-      scan_layers: stack the blocks with `nn.scan` (one compiled block, params with a leading
-        'layers' axis): faster compiles for deep models.
+      scan_layers: loop the body with `nn.scan` (params with a leading 'layers' axis): one
+        compiled block for dense layers, one period of `mod.pattern` for MoD (not with p-MoD's
+        "prd" schedule), one shared block per recursion for MoR (`rocket.models.scan`); faster
+        compiles for deep models.
       remat: rematerialisation policy of each block: "none", "full" (save nothing), "dots" (save
         matmul outputs), "dots_no_batch" (save matmuls without batch dims).
       init_std: standard deviation of the embedding initialiser.
@@ -132,9 +134,10 @@ class ModelConfig(Section):
             )
             check(dense_only, "mod.pattern", "MoD layers cannot be combined with MoR")
         check(
-            not self.scan_layers or (dense_only and not mor.enabled),
+            not self.scan_layers or dense_only or self.mod.schedule == "constant",
             "scan_layers",
-            "scanning over layers needs identical dense layers (no MoD pattern, no MoR)",
+            "scanning MoD layers needs a repeating pattern of capacities; mod.schedule='prd' changes "
+            "the capacity with every layer (use mod.schedule='constant' or scan_layers=False)",
         )
 
     @property

@@ -41,6 +41,7 @@ from rocket.layers.cache import LayerCache
 from rocket.models.kinds import make_embed
 from rocket.models.mod import MoDBlock, causal_logits
 from rocket.models.mor import recursion_capacities
+from rocket.models.scan import mod_period
 from rocket.models.transformer import Block
 from rocket.routing import Router
 
@@ -54,7 +55,7 @@ class Stage:
     kind: str  # "block" | "mod" | "recursion"
     params_path: tuple[str, ...]  # e.g. ("layers_3",), ("mor", "first"), ("mor",)
     cache_layers: tuple[int, ...]
-    index: int = 0  # the layer of a scanned stack, or the recursion r
+    index: int = 0  # the entry of a scanned stack (params_path starting "layers"), or the recursion r
     capacity: float | None = None  # MoD capacity
 
 
@@ -63,11 +64,19 @@ def model_stages(cfg: ModelConfig) -> tuple[Stage, ...]:
     if cfg.embedding.kind != "learned":
         raise ValueError(f"partial-depth forwards need a learned embedding, got {cfg.embedding.kind!r}")
     if not cfg.mor.enabled:
-        if cfg.scan_layers:
+        caps = cfg.layer_capacities
+        if cfg.scan_layers and all(c is None for c in caps):
             return tuple(Stage("block", ("layers",), (i,), index=i) for i in range(cfg.n_layers))
+        p, reps = mod_period(cfg)  # layers [0, R P) live in the scanned period (rocket.models.scan)
         return tuple(
-            Stage("block" if c is None else "mod", (f"layers_{i}",), (i,), capacity=c)
-            for i, c in enumerate(cfg.layer_capacities)
+            Stage(
+                "block" if c is None else "mod",
+                ("layers", f"layer_{i % p}") if i < reps * p else (f"layers_{i}",),
+                (i,),
+                index=i // p if i < reps * p else 0,
+                capacity=c,
+            )
+            for i, c in enumerate(caps)
         )
     if cfg.mor.kv != "recursion" or cfg.mor.router not in ("expert", "none"):
         raise ValueError(
@@ -112,12 +121,18 @@ class _Recursion(nn.Module):
         return y_btd, active_bt, kvs
 
 
-def _params_of(params: Any, stage: Stage) -> Any:
+def _params_of(cfg: ModelConfig, params: Any, stage: Stage) -> Any:
+    """The stage's params in the unscanned layout (scanned stacks sliced, rocket.models.scan)."""
     p = params
     for key in stage.params_path:
         p = p[key]
-    if stage.params_path == ("layers",):  # a scanned stack: layer `index` of the stacked leaves
+    if stage.params_path[0] == "layers":  # a scanned stack: entry `index` of the stacked leaves
         p = jax.tree.map(lambda x: x[stage.index], p)
+    if stage.kind == "recursion" and cfg.scan_layers:  # the shared blocks stacked [m, ...]
+        p = {k: v for k, v in p.items() if k != "shared"} | {
+            f"shared_{j}": jax.tree.map(lambda x, j=j: x[j], p["shared"])
+            for j in range(cfg.mor_layers_per_recursion)
+        }
     return p
 
 
@@ -135,7 +150,7 @@ def run_stage(
 
     `params` is the model's {"params"} tree's inner dict; `caches[j]` is the view of
     `stage.cache_layers[j]` (None without a cache)."""
-    p = {"params": _params_of(params, stage)}
+    p = {"params": _params_of(cfg, params, stage)}
     if stage.kind == "block":
         h_btd, kv = Block(cfg).apply(p, h_btd, positions_bt, mask_btt, caches[0])
         return h_btd, active_bt, [kv], [jnp.ones_like(active_bt)]  # every token, recursing or not

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 from rocket.config import ModelConfig
 from rocket.layers.cache import Cache
 from rocket.models.mod import causal_logits, scatter_kv
+from rocket.models.scan import BLOCK_AXES, layer_range, scan_over_layers
 from rocket.routing import (
     Router,
     capacity_to_k,
@@ -90,10 +91,15 @@ class RecursiveStack(nn.Module):
     ) -> tuple[jax.Array, list[KV], list[jax.Array], dict[str, Any]]:
         cfg = self.cfg
         middle, m = cfg.mor.unique_edge_layers // 2, cfg.mor_layers_per_recursion
-        shared = [self.block_cls(cfg, name=f"shared_{j}") for j in range(m)]
+        if cfg.scan_layers:  # one block body per recursion (rocket.models.scan); params [m, ...]
+            shared = scan_over_layers(self.block_cls, m, BLOCK_AXES)(cfg, name="shared")
+        else:
+            shared = [self.block_cls(cfg, name=f"shared_{j}") for j in range(m)]
         caches = [None if cache is None else cache.layer(i) for i in range(cfg.cache_layers)]
         share = cfg.mor.kv == "share"
-        kv0: list[tuple[jax.Array, jax.Array, jax.Array]] = []  # recursion 0's (k, v, positions) per layer
+        # recursion 0's (k, v, positions) per shared layer, or all of them stacked [m, ...] when scanned;
+        # recursion 0 always runs every token (capacity 1), so they are [B, T, ...]
+        kv0: list = []
         kvs: list[KV] = []
         valids: list[jax.Array] = []
         if middle:
@@ -103,17 +109,27 @@ class RecursiveStack(nn.Module):
 
         def run(r: int, x, pos, mask, idx_bk=None) -> jax.Array:
             """Recursion r: the m shared layers on x[B, k, D] (k = T when idx is None)."""
-            for j, layer in enumerate(shared):
-                if share and r > 0:  # queries against recursion 0's K/V of all tokens: the block's
-                    # causal + segment mask, not restricted to the tokens active at r (nothing cached)
-                    shared_mask = mask_btt if idx_bk is None else gather(mask_btt, idx_bk)  # [B, k, T]
-                    x, _ = layer(x, pos, shared_mask, caches[int(middle) + j], kv0[j])
-                    continue
-                x, kv = layer(x, pos, mask, caches[int(middle) + r * m + j])
-                if share:  # recursion 0 always runs every token (capacity 1), so kv is [B, T, ...]
-                    kv0.append((*kv, positions_bt))
-                kvs.append(
+            reuse = share and r > 0  # queries against recursion 0's K/V of all tokens: the block's
+            if reuse:  # causal + segment mask, not restricted to the tokens active at r (nothing cached)
+                mask = mask_btt if idx_bk is None else gather(mask_btt, idx_bk)  # [B, k, T]
+            first = int(middle) + (0 if reuse else r * m)
+            if cfg.scan_layers:
+                caches_m = layer_range(cache, first, first + m)
+                x, kv_m = shared(x, pos, mask, caches_m, kv0[0] if reuse else None, None)
+                layer_kvs = [jax.tree.map(lambda a, j=j: a[j], kv_m) for j in range(m)]
+                if share and not reuse:
+                    kv0.append((*kv_m, jnp.broadcast_to(positions_bt, (m,) + positions_bt.shape)))
+            else:
+                layer_kvs = []
+                for j, layer in enumerate(shared):
+                    x, kv = layer(x, pos, mask, caches[first + j], kv0[j] if reuse else None)
+                    layer_kvs.append(kv)
+                if share and not reuse:
+                    kv0.extend((*kv, positions_bt) for kv in layer_kvs)
+            if not reuse:
+                kvs.extend(
                     scatter_kv(kv, idx_bk, h_btd.shape[1]) if idx_bk is not None and cache is not None else kv
+                    for kv in layer_kvs
                 )
             return x
 

@@ -11,7 +11,8 @@ Family options (`model.arch`: Llama-3 RoPE scaling, sliding window, q/k/v biases
 Block kinds come from the config: `mod.pattern` makes layers Mixture-of-Depths blocks
 (`rocket.models.mod.MoDBlock`, wrapping `Block`), and `mor.sharing` turns the body into a
 Mixture-of-Recursions stack of shared `Block`s (`rocket.models.mor.RecursiveStack`). Their router
-losses and statistics are returned in `aux["aux_losses"]` / `aux["metrics"]`.
+losses and statistics are returned in `aux["aux_losses"]` / `aux["metrics"]`. `scan_layers` loops
+the body with `nn.scan` (dense layers, MoD periods, MoR shared blocks: `rocket.models.scan`).
 
 Signature shared by every rocket model (docs/architecture.md, "The model call"):
 
@@ -36,8 +37,8 @@ from rocket.layers import Attention, RMSNorm, make_block_mask
 from rocket.layers.cache import Cache, KVBlock, LayerCache
 from rocket.layers.init import kernel_init
 from rocket.models.kinds import attention_kinds, make_embed, make_mlp
-from rocket.models.mod import MoDBlock
 from rocket.models.mor import RecursiveStack
+from rocket.models.scan import BLOCK_AXES, mod_layers, scan_over_layers
 from rocket.routing import merge_router_extras
 
 _REMAT_POLICIES = {  # every `model.remat` choice but "none" (tests/test_layering.py checks the match)
@@ -90,10 +91,11 @@ class Block(nn.Module):
         return h_btd, kv
 
 
-def _block_class(cfg: ModelConfig, module: type[nn.Module] = Block) -> type[nn.Module]:
+def _block_class(cfg: ModelConfig) -> type[nn.Module]:
+    """`Block`, rematerialised per `cfg.remat` (a MoD layer remats the block it wraps)."""
     if cfg.remat == "none":
-        return module
-    return nn.remat(module, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+        return Block
+    return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
 
 
 class Transformer(nn.Module):
@@ -137,20 +139,14 @@ class Transformer(nn.Module):
             causal_ids_bt = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids
 
         block_cls = _block_class(cfg)
-        if cfg.scan_layers:
-            stack = nn.scan(
-                block_cls,
-                variable_axes={"params": 0, "intermediates": 0},
-                split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
-                length=cfg.n_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )(cfg, name="layers")
+        routed = cfg.mor.enabled or any(c is not None for c in cfg.layer_capacities)
+        if cfg.scan_layers and not routed:
+            stack = scan_over_layers(block_cls, cfg.n_layers, BLOCK_AXES)(cfg, name="layers")
             h_btd, (k_lbthd, v_lbthd) = stack(
                 h_btd, positions, mask_btt, None if cache is None else cache.layers(), None, causal_ids_bt
             )
             valid_lbt, extras = None, []
-        else:  # one module per layer, by kind (MoD / MoR: rocket.models.mod, rocket.models.mor)
+        else:  # by layer kind (MoD / MoR: rocket.models.scan, rocket.models.mor), scanned or not
             h_btd, kvs, valids, extras = self._layers(
                 h_btd, positions, mask_btt, cache, segment_ids, routing, causal_ids_bt
             )
@@ -196,17 +192,6 @@ class Transformer(nn.Module):
             stack = RecursiveStack(cfg, block_cls, routing, name="mor")
             h_btd, kvs, valids, extras = stack(h_btd, positions_bt, mask_btt, cache, valid_bt)
             return h_btd, kvs, valids, [("mor", extras)]
-        kvs, valids, extras = [], [], []
-        for i, capacity in enumerate(cfg.layer_capacities):
-            layer_cache = None if cache is None else cache.layer(i)
-            if capacity is None:
-                block = block_cls(cfg, name=f"layers_{i}")
-                h_btd, kv = block(h_btd, positions_bt, mask_btt, layer_cache, None, causal_ids_bt)
-                valid_i = None
-            else:
-                mod = _block_class(cfg, MoDBlock)(cfg, capacity, Block, routing, name=f"layers_{i}")
-                h_btd, kv, valid_i, layer_extras = mod(h_btd, positions_bt, mask_btt, layer_cache, valid_bt)
-                extras.append((f"mod/layer{i}", layer_extras))
-            kvs.append(kv)
-            valids.append(valid_i)
-        return h_btd, kvs, valids, extras
+        return mod_layers(
+            cfg, block_cls, routing, h_btd, positions_bt, mask_btt, cache, valid_bt, causal_ids_bt
+        )
