@@ -54,6 +54,11 @@ AttentionFn = Callable[..., jax.Array]
 # (features_out, (input axis, output axis) logical names, module name) -> a module [..., D_in] -> [..., features_out]
 LinearFactory = Callable[[int, tuple[str, str], str], nn.Module]
 _NEG_INF = -1e30  # finite, so a row with nothing visible gives a uniform average, never NaN
+# causal query blocks of the XLA path (`causal_query_blocks`): queries per block, and at most this
+# many blocks (each block is a separate pair of matmuls in the program: compile time grows with n)
+CAUSAL_QUERY_BLOCK = 128
+MAX_QUERY_BLOCKS = 4
+_KEY_TRUNCATION_EXACT_KINDS = ("softmax", "softplus")  # masked keys contribute exactly nothing
 
 
 def attention_fn(
@@ -71,7 +76,8 @@ def attention_fn(
 
     `causal_segment_ids_bt` (int [B, T]; optional) states that `mask_bts` is exactly causal AND
     same-segment for these ids (`make_block_mask(ids, None, T, B)`, no cache): impl "pallas" then
-    runs the flash kernel with causal tile skipping and no dense mask; "xla" ignores it.
+    runs the flash kernel with causal tile skipping and no dense mask; "xla" runs the built-in kinds
+    over causal query blocks (`causal_query_blocks`: the keys after a block are never computed).
     """
     fn: AttentionFn = ATTENTION_KINDS.get(kind)
     if resolve_impl(impl) == "pallas" and kind in FUSED_ATTENTION_KINDS:
@@ -88,7 +94,39 @@ def attention_fn(
         raise ValueError(
             f"{q_bthd.shape[2]} query heads are not divisible by {k_bskd.shape[2]} key/value heads"
         )
+    if causal_segment_ids_bt is not None and kind in _KEY_TRUNCATION_EXACT_KINDS:
+        return causal_query_blocks(fn, q_bthd, k_bskd, v_bskd, mask_bts, power=power)
     return fn(q_bthd, k_bskd, v_bskd, mask_bts, power=power)
+
+
+def causal_query_blocks(
+    fn: AttentionFn,
+    q_bthd: jax.Array,
+    k_bthd: jax.Array,
+    v_bthd: jax.Array,
+    mask_btt: jax.Array,
+    *,
+    power: float | None = None,
+    block: int | None = None,
+) -> jax.Array:
+    """`fn` over a causal mask, one block of queries [lo, hi) at a time against keys [0, hi) only.
+
+    Exact for a kind whose masked keys contribute nothing (softmax: exp(-1e30 - max) = 0 in float32;
+    softplus: A = softplus(S) * M and N counts visible keys): under a causal mask the keys at j >= hi
+    are masked for every query of the block, so dropping them changes no output, only the float
+    summation order. The n blocks of about T/n queries compute (n + 1) / 2n of the T x T scores and
+    their backward (the XLA counterpart of a flash kernel's causal tile skipping). `block`: queries
+    per block (default `CAUSAL_QUERY_BLOCK`), at most `MAX_QUERY_BLOCKS` blocks."""
+    t = q_bthd.shape[1]
+    n = max(1, min(t // (block or CAUSAL_QUERY_BLOCK), MAX_QUERY_BLOCKS))
+    if n == 1:
+        return fn(q_bthd, k_bthd, v_bthd, mask_btt, power=power)
+    bounds = [t * i // n for i in range(n + 1)]
+    outs = [
+        fn(q_bthd[:, lo:hi], k_bthd[:, :hi], v_bthd[:, :hi], mask_btt[:, lo:hi, :hi], power=power)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    return jnp.concatenate(outs, axis=1)
 
 
 def softmax_attention(
