@@ -54,11 +54,25 @@ def test_blocks_match_full_attention_and_grads(kind, power, heads, kv_heads):
     np.testing.assert_allclose(routed, full, rtol=1e-5, atol=1e-6)  # attention_fn takes the blocked path
 
 
-def test_model_forward_and_grads_unchanged(monkeypatch):
-    """The dense model (which passes causal segment ids on) with 16-query blocks == unblocked."""
-    model, params = tiny_model()
+MOR_EC = dict(n_layers=4, mor=dict(sharing="middle_cycle", recursions=2))
+PLAIN = dict(n_layers=4, mor=dict(sharing="middle_cycle", recursions=2, router="none"))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="dense"),
+        pytest.param(MOR_EC, id="mor_expert", marks=pytest.mark.slow),
+        pytest.param(PLAIN, id="mor_plain", marks=pytest.mark.slow),
+    ],
+)
+def test_model_forward_and_grads_unchanged(monkeypatch, changes):
+    """Models that pass causal segment ids on (dense layers; MoR's edge layers and top-k
+    recursions, over sorted gathers) with 16-query blocks == unblocked, on two packed documents
+    and a padded tail (segment 0, which top-k routing may gather when few tokens are valid)."""
+    model, params = tiny_model(**changes)
     tokens = jax.random.randint(jax.random.key(2), (2, 64), 0, 258)
-    segs = jnp.asarray(np.where(np.arange(64) < 40, 1, 2)[None].repeat(2, 0), jnp.int32)
+    segs = jnp.asarray(np.select([np.arange(64) < 30, np.arange(64) < 52], [1, 2], 0)[None].repeat(2, 0))
 
     def loss(p):
         logits, _ = model.apply(p, tokens, positions_for(tokens), segment_ids=segs)

@@ -88,7 +88,11 @@ class RecursiveStack(nn.Module):
         mask_btt: jax.Array,
         cache: Cache | None,
         valid_bt: jax.Array,
+        causal_ids_bt: jax.Array | None = None,
     ) -> tuple[jax.Array, list[KV], list[jax.Array], dict[str, Any]]:
+        """`causal_ids_bt` (segment ids, or None): given when `mask_btt` is exactly causal AND
+        same-segment, so the blocks whose mask stays so (the edge layers, every recursion of top-k
+        routing: sorted gathers keep the order) may skip masked keys (`rocket.layers.attention`)."""
         cfg = self.cfg
         middle, m = cfg.mor.unique_edge_layers // 2, cfg.mor_layers_per_recursion
         if cfg.scan_layers:  # one block body per recursion (rocket.models.scan); params [m, ...]
@@ -103,26 +107,32 @@ class RecursiveStack(nn.Module):
         kvs: list[KV] = []
         valids: list[jax.Array] = []
         if middle:
-            h_btd, kv = self.block_cls(cfg, name="first")(h_btd, positions_bt, mask_btt, caches[0])
+            h_btd, kv = self.block_cls(cfg, name="first")(
+                h_btd, positions_bt, mask_btt, caches[0], None, causal_ids_bt
+            )
             kvs.append(kv)
             valids.append(valid_bt)
 
-        def run(r: int, x, pos, mask, idx_bk=None) -> jax.Array:
-            """Recursion r: the m shared layers on x[B, k, D] (k = T when idx is None)."""
+        def run(r: int, x, pos, mask, idx_bk=None, *, exact: bool = False) -> jax.Array:
+            """Recursion r: the m shared layers on x[B, k, D] (k = T when idx is None); `exact`:
+            `mask` is `mask_btt` restricted to the (sorted) tokens `idx_bk`, still causal + segment."""
             reuse = share and r > 0  # queries against recursion 0's K/V of all tokens: the block's
             if reuse:  # causal + segment mask, not restricted to the tokens active at r (nothing cached)
                 mask = mask_btt if idx_bk is None else gather(mask_btt, idx_bk)  # [B, k, T]
             first = int(middle) + (0 if reuse else r * m)
+            ids_bk = None
+            if exact and not reuse and causal_ids_bt is not None:
+                ids_bk = causal_ids_bt if idx_bk is None else gather(causal_ids_bt, idx_bk)
             if cfg.scan_layers:
                 caches_m = layer_range(cache, first, first + m)
-                x, kv_m = shared(x, pos, mask, caches_m, kv0[0] if reuse else None, None)
+                x, kv_m = shared(x, pos, mask, caches_m, kv0[0] if reuse else None, ids_bk)
                 layer_kvs = [jax.tree.map(lambda a, j=j: a[j], kv_m) for j in range(m)]
                 if share and not reuse:
                     kv0.append((*kv_m, jnp.broadcast_to(positions_bt, (m,) + positions_bt.shape)))
             else:
                 layer_kvs = []
                 for j, layer in enumerate(shared):
-                    x, kv = layer(x, pos, mask, caches[first + j], kv0[j] if reuse else None)
+                    x, kv = layer(x, pos, mask, caches[first + j], kv0[j] if reuse else None, ids_bk)
                     layer_kvs.append(kv)
                 if share and not reuse:
                     kv0.extend((*kv, positions_bt) for kv in layer_kvs)
@@ -137,14 +147,16 @@ class RecursiveStack(nn.Module):
         h_btd, rec_valids, extras = body(run, h_btd, positions_bt, mask_btt, valid_bt)
         valids.extend(v for v in (rec_valids[:1] if share else rec_valids) for _ in range(m))
         if middle:
-            h_btd, kv = self.block_cls(cfg, name="last")(h_btd, positions_bt, mask_btt, caches[-1])
+            h_btd, kv = self.block_cls(cfg, name="last")(
+                h_btd, positions_bt, mask_btt, caches[-1], None, causal_ids_bt
+            )
             kvs.append(kv)
             valids.append(valid_bt)
         return h_btd, kvs, valids, extras
 
     def _plain(self, run, h_btd, positions_bt, mask_btt, valid_bt):
         for r in range(self.cfg.mor.recursions):
-            h_btd = run(r, h_btd, positions_bt, mask_btt)
+            h_btd = run(r, h_btd, positions_bt, mask_btt, exact=True)
         return h_btd, [valid_bt] * self.cfg.mor.recursions, {"aux_losses": {}, "metrics": {}}
 
     def _expert(self, run, h_btd, positions_bt, mask_btt, valid_bt):
@@ -178,12 +190,12 @@ class RecursiveStack(nn.Module):
                 idx_bk = local_bk if idx_bk is None else gather(idx_bk, local_bk)
                 x_bkd, g_bk = gather(x_bkd, local_bk), gather(g_bk, local_bk)
             if idx_bk is None:
-                y_bkd = run(r, x_bkd, positions_bt, mask_btt)
+                y_bkd = run(r, x_bkd, positions_bt, mask_btt, exact=True)
                 h_btd = h_btd + (g_bk[..., None] * y_bkd).astype(h_btd.dtype)
                 rec_valids.append(valid_bt)
             else:
                 pos_bk, mask_bkk = gather(positions_bt, idx_bk), gather_mask(mask_btt, idx_bk)
-                y_bkd = run(r, x_bkd, pos_bk, mask_bkk, idx_bk)
+                y_bkd = run(r, x_bkd, pos_bk, mask_bkk, idx_bk, exact=True)
                 h_btd = scatter_add(h_btd, idx_bk, g_bk[..., None] * y_bkd)
                 rec_valids.append(selected_mask(idx_bk, t) & valid_bt)
             bce = bce + router_bce(decide_bk, sel_bk, prev_valid_bk)

@@ -182,15 +182,15 @@ class Transformer(nn.Module):
     def _layers(self, h_btd, positions_bt, mask_btt, cache, segment_ids_bt, routing, causal_ids_bt):
         """The decoder body -> (h, kv per cache layer, valid[B, T] | None per cache layer, extras).
 
-        Only plain layers get `causal_ids_bt`: MoD / MoR gather tokens or mask keys by routing, so
-        their masks are no longer causal AND same-segment and keep the dense mask."""
+        Plain layers get `causal_ids_bt`, and MoR passes it on to the blocks whose mask stays causal
+        AND same-segment (see `RecursiveStack`); MoD's routed blocks keep the dense mask."""
         cfg = self.cfg
         b, t = positions_bt.shape
         valid_bt = jnp.ones((b, t), bool) if segment_ids_bt is None else segment_ids_bt != 0
         block_cls = _block_class(cfg)
         if cfg.mor.enabled:
             stack = RecursiveStack(cfg, block_cls, routing, name="mor")
-            h_btd, kvs, valids, extras = stack(h_btd, positions_bt, mask_btt, cache, valid_bt)
+            h_btd, kvs, valids, extras = stack(h_btd, positions_bt, mask_btt, cache, valid_bt, causal_ids_bt)
             return h_btd, kvs, valids, [("mor", extras)]
         return mod_layers(
             cfg, block_cls, routing, h_btd, positions_bt, mask_btt, cache, valid_bt, causal_ids_bt
