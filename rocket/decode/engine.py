@@ -41,8 +41,11 @@ import jax
 import jax.numpy as jnp
 
 from rocket.decode.protocol import DecodableModel, DecodeSpec
+from rocket.decode.rng import unroll_threefry_on_cpu
 from rocket.decode.sampling import SamplerConfig
 from rocket.layers.cache import Cache, KVBlock, commit_block
+
+unroll_threefry_on_cpu()  # before any round is lowered: its random draws then need no nested loops
 
 
 def new_cache(model: DecodableModel, batch: int, max_len: int) -> Cache:
