@@ -112,13 +112,13 @@ def test_caches_hold_exactly_the_emitted_prefix_after_every_round():
         seen_partial |= bool((n < 4).any())
         np.testing.assert_array_equal(state.pos, [len(row) - 1 for row in rows])
         np.testing.assert_array_equal(state.pending, [row[-1] for row in rows])
-        # The target cache: its next step (the pending token) equals the full forward.
-        inc = step(TARGET, state.pending[:, None], state.pos[:, None], state.cache)[:, 0]
+        # The target cache (the staged path written): its next step (the pending token) equals the full forward.
+        inc = step(TARGET, state.pending[:, None], state.pos[:, None], state.cache.read())[:, 0]
         np.testing.assert_allclose(inc, _full_logits(TARGET, rows), atol=2e-4)
         # The draft cache: its pending block (1 or 2 tokens) completes the prefix.
         n_pend = np.asarray(state.n_draft_pending)
         first = state.pos - state.n_draft_pending + 1
-        dl = step(DRAFT, state.draft_pending, first[:, None] + jnp.arange(2), state.draft_cache)
+        dl = step(DRAFT, state.draft_pending, first[:, None] + jnp.arange(2), state.draft_cache.read())
         dl = np.asarray(dl)[np.arange(B), n_pend - 1]
         np.testing.assert_allclose(dl, _full_logits(DRAFT, rows), atol=2e-4)
     assert seen_full and seen_partial, "the test did not exercise both pending-block cases"

@@ -27,9 +27,7 @@ ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 KEY_PARITY = np.uint32(0x1BD11BDA)
 
 
-def threefry2x32(
-    k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The Threefry-2x32 hash (20 rounds) of counters (x0, x1) under key (k0, k1), all uint32."""
     ks = (k0, k1, k0 ^ k1 ^ KEY_PARITY)
     x0, x1 = x0 + ks[0], x1 + ks[1]
