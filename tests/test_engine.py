@@ -112,13 +112,13 @@ def test_caches_hold_exactly_the_emitted_prefix_after_every_round():
         seen_partial |= bool((n < 4).any())
         np.testing.assert_array_equal(state.pos, [len(row) - 1 for row in rows])
         np.testing.assert_array_equal(state.pending, [row[-1] for row in rows])
-        # The target cache: its next step (the pending token) equals the full forward.
-        inc = step(TARGET, state.pending[:, None], state.pos[:, None], state.cache)[:, 0]
+        # The target cache (the staged path written): its next step (the pending token) equals the full forward.
+        inc = step(TARGET, state.pending[:, None], state.pos[:, None], state.cache.read())[:, 0]
         np.testing.assert_allclose(inc, _full_logits(TARGET, rows), atol=2e-4)
         # The draft cache: its pending block (1 or 2 tokens) completes the prefix.
         n_pend = np.asarray(state.n_draft_pending)
         first = state.pos - state.n_draft_pending + 1
-        dl = step(DRAFT, state.draft_pending, first[:, None] + jnp.arange(2), state.draft_cache)
+        dl = step(DRAFT, state.draft_pending, first[:, None] + jnp.arange(2), state.draft_cache.read())
         dl = np.asarray(dl)[np.arange(B), n_pend - 1]
         np.testing.assert_allclose(dl, _full_logits(DRAFT, rows), atol=2e-4)
     assert seen_full and seen_partial, "the test did not exercise both pending-block cases"
@@ -180,3 +180,21 @@ def test_clear_errors_for_capacity_and_missing_draft():
         generate(TARGET, PROMPT, LENS, jax.random.key(0), max_new_tokens=4, method="speculative")
     with pytest.raises(ValueError, match="unknown decoding method"):
         generate(TARGET, PROMPT, LENS, jax.random.key(0), max_new_tokens=4, method="beam")
+
+
+def test_threefry_lowers_straight_line_with_the_same_bits():
+    """Decoding registers a loop-free CPU lowering of Threefry-2x32: the hash must still match the
+    Random123 known-answer vectors (so every random draw, hence every decoded token, is unchanged)
+    and a round's random draws must compile without nested while loops."""
+    from jax.extend.random import threefry_2x32
+
+    kat = [
+        ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+        ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 2, (0x1CB996FC, 0xBB002BE7)),
+        ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+    ]
+    for key, count, expected in kat:
+        out = jax.jit(threefry_2x32)(np.uint32(key), np.uint32(count))
+        assert [int(x) for x in out] == list(expected)
+    draws = lambda k: jax.random.categorical(jax.random.fold_in(k, 3), jnp.zeros((4, 9)))
+    assert " while(" not in jax.jit(draws).lower(jax.random.key(0)).compile().as_text()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -81,11 +82,12 @@ def train_or_load(root: str, name: str, layers: int, steps: int) -> tuple[ModelS
     return model, tokenizer, bpb
 
 
-def call_time(model: ModelStep, width: int, max_len: int, repeats: int) -> float:
-    """Seconds per `width`-token call of `model` (batch 1, causal block mask, a half-full cache of
-    `max_len` slots), timed warm inside jit: CALLS_PER_TIMING calls in one `fori_loop`, each block's
-    tokens taken from the previous call's argmax so that XLA can neither fold nor overlap them; the
-    best of `repeats` timings divided by CALLS_PER_TIMING."""
+def call_loop(model: ModelStep, width: int, max_len: int) -> Callable[[], float]:
+    """-> a function timing one pass of CALLS_PER_TIMING `width`-token calls of `model` (batch 1,
+    causal block mask, a half-full cache of `max_len` slots), warm, inside jit, in one `fori_loop`,
+    and returning seconds per call. Each block's tokens are the previous call's argmax, and its
+    positions depend on them too (`+ min(token, 0)`, always 0), so that XLA can neither fold nor
+    hoist any part of a call out of the loop (a decoding round computes them at run time)."""
     fill = max_len // 2
     cache = model.new_cache(1, max_len)
     _, cache = prefill(model, cache, jnp.zeros((1, fill + 1), jnp.int32), jnp.array([fill + 1]))
@@ -95,42 +97,76 @@ def call_time(model: ModelStep, width: int, max_len: int, repeats: int) -> float
     @jax.jit
     def calls(model, cache, tok):
         def body(_, tok):
-            logits = model(jnp.broadcast_to(tok, (1, width)), positions, cache, mask).logits
+            pos = positions + jnp.minimum(tok, 0)
+            logits = model(jnp.broadcast_to(tok, (1, width)), pos, cache, mask).logits
             return jnp.argmax(logits[0, -1]).astype(jnp.int32)
 
         return jax.lax.fori_loop(0, CALLS_PER_TIMING, body, tok)
 
     tok = jnp.int32(1)
     jax.block_until_ready(calls(model, cache, tok))
-    times = []
-    for _ in range(repeats):
+
+    def once() -> float:
         t0 = time.perf_counter()
         jax.block_until_ready(calls(model, cache, tok))
-        times.append(time.perf_counter() - t0)
-    return min(times) / CALLS_PER_TIMING
+        return (time.perf_counter() - t0) / CALLS_PER_TIMING
+
+    return once
 
 
-def modelled(row: dict, method, draft_name: str | None, t: dict) -> tuple[float, float, float]:
-    """(speedup from the measured costs t[(model, width)], flat-cost speedup, seconds of one round's
-    model calls: the target's verify call plus the round's draft calls) for one method."""
+def call_time(model: ModelStep, width: int, max_len: int, repeats: int) -> float:
+    """Seconds per `width`-token call (`call_loop`), the best of `repeats` timings."""
+    once = call_loop(model, width, max_len)
+    return min(once() for _ in range(repeats))
+
+
+def modelled(row: dict, method, draft_name: str | None, t: dict) -> tuple[float, float]:
+    """(speedup from the measured costs t[(model, width)], flat-cost speedup) for one method."""
     verify, draft_widths = call_widths(method)
     t1 = t[("target", 1)]
     t_draft = float(np.mean([t[(draft_name, w)] for w in draft_widths])) if draft_widths else 0.0
     flat_draft = t[(draft_name, 1)] if draft_widths else 0.0
-    drafts_per_round = row["draft_calls_per_token"] / row["target_calls_per_token"]
     return (
         modelled_speedup(row, t1, t[("target", verify)], t_draft),
         modelled_speedup(row, t1, t1, flat_draft),
-        t[("target", verify)] + drafts_per_round * t_draft,
     )
 
 
+class RoundCalls:
+    """The model calls of one round of `method` (its target verify call and its draft calls, at the
+    cache size its generation uses), timed interleaved with its decoding: `time()` after every timed
+    generation, `seconds` the sum of each call's best time (the load of a shared machine then hits
+    both sides of the round / model-call ratio alike)."""
+
+    def __init__(self, models: dict, method, draft_name: str | None, max_len: int):
+        verify, draft_widths = call_widths(method)
+        self.loops = [call_loop(models["target"], verify, max_len)]
+        self.loops += [call_loop(models[draft_name], w, max_len) for w in draft_widths]
+        self.best = [float("inf")] * len(self.loops)
+
+    def time(self) -> None:
+        self.best = [min(b, once()) for b, once in zip(self.best, self.loops)]
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.best)
+
+
 def run_method(
-    target, draft, tokenizer, method, sampler, max_new: int, prompts: list, repeats: int, seed: int = 0
+    target,
+    draft,
+    tokenizer,
+    method,
+    sampler,
+    max_new: int,
+    prompts: list,
+    repeats: int,
+    seed: int = 0,
+    between: Callable[[], None] | None = None,
 ) -> dict:
     """Warm generation of every prompt (batch 1): two untimed warm-up calls (compile; Token Recycling's
     carried M changes the argument's placement once), then the best of `repeats` timed calls per prompt
-    (the minimum is robust to other processes on a shared machine)."""
+    (the minimum is robust to other processes on a shared machine); `between()` runs after each."""
     encoded = [np.concatenate([[tokenizer.bos_id], tokenizer.encode(p)]).astype(np.int32) for p in prompts]
     width = max(len(e) for e in encoded)
     carry = (
@@ -165,6 +201,8 @@ def run_method(
             t0 = time.perf_counter()
             out = call(e, jax.random.key(seed + i), carry)
             times.append(time.perf_counter() - t0)
+            if between is not None:
+                between()
         elapsed += min(times)
         outs.append(out)
         if carry is not None:
@@ -190,8 +228,9 @@ def measure(
     must come first in `runs`), `model_speedup` / `flat_speedup` (`modelled`), `theory_mat` (chains
     only), `same_as_ar` (greedy runs: output identical to greedy AR, else None), `tokens`, and the
     round's cost split: `round_s` (measured seconds per round = per target call), `model_call_s` (its
-    model calls alone, from the per-call costs) and `round_overhead` = round_s / model_call_s (1.0:
-    sampling, verification, tree building and bookkeeping cost nothing).
+    model calls alone: `RoundCalls`, timed between the generations at the run's own cache size) and
+    `round_overhead` = round_s / model_call_s (1.0: sampling, verification, tree building and
+    bookkeeping cost nothing).
 
     models: "target" and the drafts by name; per-call costs are measured at every width the runs use
     (one cache size: the largest any run needs) and printed."""
@@ -206,15 +245,16 @@ def measure(
         costs = "  ".join(f"t({w})={t[(n, w)] * 1e3:.3f}" for n, w in sorted(t) if n == name)
         print(f"per-call ms, {name:6s} (cache {max_len}): {costs}", flush=True)
 
-    def decode(method, draft, sampler):
-        return run_method(
-            models["target"], models.get(draft), tokenizer, method, sampler, max_new_tokens, prompts, repeats
-        )
+    def decode(method, draft, sampler, between=None):
+        target, draft = models["target"], models.get(draft)
+        args = (tokenizer, method, sampler, max_new_tokens, prompts, repeats)
+        return run_method(target, draft, *args, between=between)
 
     base, results, ar_runs = {}, [], {}
     for name, method, draft, sampler in runs:
         t0 = time.time()
-        r = decode(method, draft, sampler)
+        calls = RoundCalls(models, method, draft, prompt_width + max_new_tokens + method.block_width)
+        r = decode(method, draft, sampler, between=calls.time)
         if isinstance(method, Autoregressive):
             base[sampler], ar_runs[sampler] = r, (method, draft)
         if sampler not in base:
@@ -224,7 +264,8 @@ def measure(
             if sampler.greedy
             else None
         )
-        r["model_speedup"], r["flat_speedup"], r["model_call_s"] = modelled(r, method, draft, t)
+        r["model_speedup"], r["flat_speedup"] = modelled(r, method, draft, t)
+        r["model_call_s"] = calls.seconds
         r["round_s"] = 1.0 / (r["tokens_per_s"] * r["target_calls_per_token"])  # one target call a round
         r["round_overhead"] = r["round_s"] / r["model_call_s"]
         is_chain = isinstance(method, Speculative) and set(method.branching) == {1}

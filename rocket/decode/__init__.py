@@ -5,7 +5,7 @@
 
   * engine room (this package's top level): `engine` (the loop, `ModelStep`, the `Method`
     protocol), `protocol` (`DecodableModel`, what a model must provide), `sampling`, `verify`,
-    `trees`, `cost_model`, and `generate`. The KV cache lives below the models, in
+    `trees`, `cost_model`, `rng` and `generate`. The KV cache lives below the models, in
     `rocket.layers.cache`, and is re-exported here.
   * `rocket.decode.methods`: one module per method, the `METHODS` registry, `register_method`.
   * `rocket.decode.tools`: byte-level transforms that do not run on the engine (`byte_probs`,
@@ -19,6 +19,7 @@ from rocket.decode.engine import (
     Method,
     ModelStep,
     RoundOut,
+    StagedCache,
     Stats,
     StepOut,
     last_prompt_token,
@@ -74,6 +75,7 @@ __all__ = [
     "Method",
     "ModelStep",
     "RoundOut",
+    "StagedCache",
     "Stats",
     "StepOut",
     "new_cache",

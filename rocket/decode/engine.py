@@ -41,8 +41,11 @@ import jax
 import jax.numpy as jnp
 
 from rocket.decode.protocol import DecodableModel, DecodeSpec
+from rocket.decode.rng import unroll_threefry_on_cpu
 from rocket.decode.sampling import SamplerConfig
 from rocket.layers.cache import Cache, KVBlock, commit_block
+
+unroll_threefry_on_cpu()  # before any round is lowered: its random draws then need no nested loops
 
 
 def new_cache(model: DecodableModel, batch: int, max_len: int) -> Cache:
@@ -208,6 +211,30 @@ def prefill(
     positions_bp = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     out = model(prompt_bp, positions_bp, cache)
     return out, commit_block(cache, out.new_kv, prompt_len_b - 1)
+
+
+@flax.struct.dataclass
+class StagedCache:
+    """A cache and the block a round accepted, written only when the next round reads the cache.
+
+    Same cache contents at every model call as committing at the end of the round, but the write
+    then comes before the round's reads instead of after them, so XLA updates the cache in place;
+    a write after the reads costs copies of the whole cache every round (`while` loop carries).
+    """
+
+    committed: Cache
+    block: KVBlock  # the staged tokens [L, B, W, ...]
+    n: jax.Array  # [B] how many of them to write (a prefix, as `commit_block`)
+
+    @classmethod
+    def empty(cls, cache: Cache, like: KVBlock, width: int) -> StagedCache:
+        """Nothing staged yet; `like` (e.g. the prefill's K/V) gives the block's structure."""
+        b = cache.batch_size
+        return cls(cache, like.take(jnp.zeros((b, width), jnp.int32)), jnp.zeros((b,), jnp.int32))
+
+    def read(self) -> Cache:
+        """The cache with the staged block written (what the next model call reads)."""
+        return commit_block(self.committed, self.block, self.n)
 
 
 def last_prompt_token(prompt_bp: jax.Array, prompt_len_b: jax.Array) -> jax.Array:

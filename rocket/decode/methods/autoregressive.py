@@ -1,7 +1,8 @@
 """Plain autoregressive decoding as an engine method: one 1-token target call per emitted token.
 
 The smallest `Method` (see `rocket.decode.engine`): feed the pending token at its position,
-commit its K/V, sample the next token from the warped target (or argmax), which becomes pending.
+commit its K/V (staged: written when the next round reads the cache), sample the next token from
+the warped target (or argmax), which becomes pending.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
+from rocket.decode.engine import Ctx, Method, RoundOut, StagedCache, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import sample
-from rocket.layers.cache import Cache, commit_block
 
 
 @flax.struct.dataclass
 class ARState:
-    cache: Cache
+    cache: StagedCache  # the committed history; the last round's token is written at the next read
     pending: jax.Array  # [B] last emitted token, not yet in the cache
     pos: jax.Array  # [B] its logical position
 
@@ -35,14 +35,16 @@ class Autoregressive(Method):
     ) -> ARState:
         del key, carry
         cache = ctx.target.new_cache(prompt_bp.shape[0], ctx.max_len)
-        _, cache = prefill(ctx.target, cache, prompt_bp, prompt_len_b)
-        return ARState(cache, last_prompt_token(prompt_bp, prompt_len_b), prompt_len_b - 1)
+        out, cache = prefill(ctx.target, cache, prompt_bp, prompt_len_b)
+        staged = StagedCache.empty(cache, out.new_kv, 1)
+        return ARState(staged, last_prompt_token(prompt_bp, prompt_len_b), prompt_len_b - 1)
 
     def round(self, ctx: Ctx, state: ARState, key: jax.Array, active_b: jax.Array) -> RoundOut:
-        out = ctx.target(state.pending[:, None], state.pos[:, None], state.cache)
+        cache = state.cache.read()
+        out = ctx.target(state.pending[:, None], state.pos[:, None], cache)
         step_b = active_b.astype(jnp.int32)
         tok_b = sample(key, out.logits[:, 0], ctx.sampler)
-        new = ARState(commit_block(state.cache, out.new_kv, step_b), tok_b, state.pos + step_b)
+        new = ARState(StagedCache(cache, out.new_kv, step_b), tok_b, state.pos + step_b)
         b = tok_b.shape[0]
         return RoundOut(new, tok_b[:, None], jnp.ones((b,), jnp.int32), Stats.per_round(b, 1, 0, 0, 0))
 

@@ -42,11 +42,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.engine import Ctx, Method, RoundOut, Stats
+from rocket.decode.engine import Ctx, Method, RoundOut, StagedCache, Stats
 from rocket.decode.methods.autoregressive import ARState, Autoregressive
 from rocket.decode.sampling import warp
 from rocket.decode.tools.regex_dfa import TokenDFA
-from rocket.layers.cache import commit_block
 
 
 class AWRSStep(NamedTuple):
@@ -146,14 +145,15 @@ class AWRSDecode(Method):
     def round(self, ctx: Ctx, state: Any, key: jax.Array, active_b: jax.Array) -> RoundOut:
         ar, acc = state
         tables = DFATables.from_dfa(self.dfa)
-        out = ctx.target(ar.pending[:, None], ar.pos[:, None], ar.cache)
+        cache = ar.cache.read()
+        out = ctx.target(ar.pending[:, None], ar.pos[:, None], cache)
         logp_bv = jnp.log(warp(out.logits[:, 0], ctx.sampler))
         b = logp_bv.shape[0]
         draw = jax.vmap(lambda k, lp, s: awrs_step(k, lp, s, tables, self.max_checks))(
             jax.random.split(key, b), logp_bv, acc.dfa_state
         )
         step_b = active_b.astype(jnp.int32)
-        ar = ARState(commit_block(ar.cache, out.new_kv, step_b), draw.token, ar.pos + step_b)
+        ar = ARState(StagedCache(cache, out.new_kv, step_b), draw.token, ar.pos + step_b)
         acc = AWRSCarry(
             jnp.where(active_b, tables.next_sv[acc.dfa_state, draw.token], acc.dfa_state),
             acc.log_weight + jnp.where(active_b, draw.log_weight, 0.0),

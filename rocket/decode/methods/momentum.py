@@ -20,9 +20,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rocket.decode.engine import Ctx, Method, RoundOut, Stats
+from rocket.decode.engine import Ctx, Method, RoundOut, StagedCache, Stats
 from rocket.decode.methods.autoregressive import ARState, Autoregressive
-from rocket.layers.cache import commit_block
 
 
 def repeat_length(history_bs: jax.Array, length_b: jax.Array, cand_bk: jax.Array, l_max: int) -> jax.Array:
@@ -74,7 +73,8 @@ class MomentumDecoding(Method):
     def round(self, ctx: Ctx, state: MomentumState, key: jax.Array, active_b: jax.Array) -> RoundOut:
         del key
         ar = state.ar
-        out = ctx.target(ar.pending[:, None], ar.pos[:, None], ar.cache)
+        cache = ar.cache.read()
+        out = ctx.target(ar.pending[:, None], ar.pos[:, None], cache)
         p_bk, cand_bk = jax.lax.top_k(jax.nn.softmax(out.logits[:, 0], -1), self.top_k)
         l_max = len(self.resistance) - 1
         rep_bk = repeat_length(state.history, state.length, cand_bk, l_max)
@@ -85,7 +85,7 @@ class MomentumDecoding(Method):
         b = tok_b.shape[0]
         slot_b = jnp.where(active_b, state.length, state.history.shape[1])
         history = state.history.at[jnp.arange(b), slot_b].set(tok_b, mode="drop")
-        new_ar = ARState(commit_block(ar.cache, out.new_kv, step_b), tok_b, ar.pos + step_b)
+        new_ar = ARState(StagedCache(cache, out.new_kv, step_b), tok_b, ar.pos + step_b)
         new = MomentumState(new_ar, history, state.length + step_b)
         return RoundOut(new, tok_b[:, None], jnp.ones((b,), jnp.int32), Stats.per_round(b, 1, 0, 0, 0))
 

@@ -11,7 +11,8 @@ One round:
      "deterministic"), or `greedy_tree` for a greedy target. Exact in all cases (verify.py).
   5. Both caches commit the accepted path (the draft only up to depth D - 1: it never ran the
      deepest level, so after a path of full depth its pending block is [x_D, y], as after a fully
-     accepted chain in Leviathan et al.). The correction / bonus token y becomes pending.
+     accepted chain in Leviathan et al.), staged: written when the next round reads the cache
+     (`StagedCache`). The correction / bonus token y becomes pending.
 
 `Speculative(branching=(1,) * gamma)` is standard speculative sampling (Leviathan et al. 2211.17192,
 Chen et al. 2302.01318); `branching=(3, 2, 1)` a static tree whose siblings are i.i.d. (SpecInfer,
@@ -33,17 +34,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
+from rocket.decode.engine import Ctx, Method, RoundOut, StagedCache, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import SamplerConfig, warp
 from rocket.decode.trees import ancestors, children, level_depths, tree_widths
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
-from rocket.layers.cache import Cache, commit_block, commit_path
+from rocket.layers.cache import commit_block
 
 
 @flax.struct.dataclass
 class SpecState:
-    cache: Cache  # target
-    draft_cache: Cache
+    cache: StagedCache  # target; the accepted path of the last round is written at the next read
+    draft_cache: StagedCache
     pending: jax.Array  # [B] root of the next tree (last emitted token), at position pos
     pos: jax.Array  # [B]
     draft_pending: jax.Array  # [B, 2] tokens the draft has not ingested, left-aligned, ending with `pending`
@@ -107,11 +108,13 @@ class _DraftTree(Method):
     def init(self, ctx: Ctx, prompt_bp, prompt_len_b, key, carry) -> SpecState:
         del key, carry
         b = prompt_bp.shape[0]
-        _, cache = prefill(ctx.target, ctx.target.new_cache(b, ctx.max_len), prompt_bp, prompt_len_b)
-        _, dcache = prefill(ctx.draft, ctx.draft.new_cache(b, ctx.max_len), prompt_bp, prompt_len_b)
+        out, cache = prefill(ctx.target, ctx.target.new_cache(b, ctx.max_len), prompt_bp, prompt_len_b)
+        dout, dcache = prefill(ctx.draft, ctx.draft.new_cache(b, ctx.max_len), prompt_bp, prompt_len_b)
         root_b = last_prompt_token(prompt_bp, prompt_len_b)
         pend_b2 = jnp.stack([root_b, jnp.zeros_like(root_b)], axis=1)
-        return SpecState(cache, dcache, root_b, prompt_len_b - 1, pend_b2, jnp.ones_like(root_b))
+        staged = StagedCache.empty(cache, out.new_kv, self.emit_width)
+        dstaged = StagedCache.empty(dcache, dout.new_kv, max(len(self.widths) - 1, 1))
+        return SpecState(staged, dstaged, root_b, prompt_len_b - 1, pend_b2, jnp.ones_like(root_b))
 
     def round(self, ctx: Ctx, s: SpecState, key: jax.Array, active_b: jax.Array) -> RoundOut:
         b = s.pending.shape[0]
@@ -124,8 +127,9 @@ class _DraftTree(Method):
 
         # 1. The draft ingests its pending tokens; q at the root.
         first = s.pos - s.n_draft_pending + 1
-        out = ctx.draft(s.draft_pending, first[:, None] + jnp.arange(2), s.draft_cache)
-        dcache = commit_block(s.draft_cache, out.new_kv, jnp.where(active_b, s.n_draft_pending, 0))
+        dcache = s.draft_cache.read()
+        out = ctx.draft(s.draft_pending, first[:, None] + jnp.arange(2), dcache)
+        dcache = commit_block(dcache, out.new_kv, jnp.where(active_b, s.n_draft_pending, 0))
         root_logits = jnp.take_along_axis(out.logits, (s.n_draft_pending - 1)[:, None, None], axis=1)
         q_level = q_of(root_logits)  # [B, 1, V]
 
@@ -154,7 +158,8 @@ class _DraftTree(Method):
 
         # 3. One target call on the whole tree.
         anc_bnn = ancestors(parent, n_levels)
-        tout = ctx.target(tokens, s.pos[:, None] + depth_n, s.cache, anc_bnn)
+        cache = s.cache.read()
+        tout = ctx.target(tokens, s.pos[:, None] + depth_n, cache, anc_bnn)
 
         # 4. Verify.
         if ctx.sampler.greedy:
@@ -169,20 +174,21 @@ class _DraftTree(Method):
             verify = lambda *a: walk_tree(rule, *a)
             path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, q_nv, tokens, kids)
 
-        # 5. Commit the accepted path; y becomes pending.
+        # 5. Commit (stage) the accepted path; y becomes pending.
         n_keep = jnp.where(active_b, n_acc, 0)
-        cache = commit_path(s.cache, tout.new_kv, path, jnp.where(active_b, n_acc + 1, 0))
+        staged = StagedCache(cache, tout.new_kv.take(path), jnp.where(active_b, n_acc + 1, 0))
+        dstaged = StagedCache(dcache, s.draft_cache.block, jnp.zeros_like(n_keep))
         if last_out is not None:  # the draft ran levels 1..D-1 (block index = node - 1)
             dpath = jnp.maximum(path[:, 1:n_levels] - 1, 0)
-            dcache = commit_path(dcache, last_out.new_kv, dpath, jnp.minimum(n_keep, n_levels - 1))
+            dstaged = StagedCache(dcache, last_out.new_kv.take(dpath), jnp.minimum(n_keep, n_levels - 1))
         y_b = jnp.take_along_axis(emitted, n_acc[:, None], axis=1)[:, 0]
         full_b = n_acc == n_levels  # the deepest drafted token was never fed to the draft
         x_deep_b = jnp.take_along_axis(tokens, path[:, -1:], axis=1)[:, 0]
         dpend = jnp.where(full_b[:, None], jnp.stack([x_deep_b, y_b], 1), jnp.stack([y_b, y_b * 0], 1))
         keep = lambda new, old: jnp.where(active_b.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
         new = SpecState(
-            cache,
-            dcache,
+            staged,
+            dstaged,
             keep(y_b, s.pending),
             s.pos + jnp.where(active_b, n_acc + 1, 0),
             keep(dpend, s.draft_pending),

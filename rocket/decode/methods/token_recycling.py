@@ -25,11 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
+from rocket.decode.engine import Ctx, Method, RoundOut, StagedCache, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import warp
 from rocket.decode.trees import children, last_occurrence, template_tree
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
-from rocket.layers.cache import Cache, commit_path
 
 # The paper's "2.2.2" template: rank paths per depth (8, 21, 25, 15, 8, 3 nodes at depths 1..6).
 TEMPLATE_2_2_2: tuple[tuple[int, ...], ...] = (
@@ -50,7 +49,7 @@ TEMPLATE_2_2_2: tuple[tuple[int, ...], ...] = (
 
 @flax.struct.dataclass
 class TRState:
-    cache: Cache
+    cache: StagedCache  # the accepted path of the last round is written at the next read
     pending: jax.Array  # [B]
     pos: jax.Array  # [B]
     adjacency: jax.Array  # [B, V, k] int32
@@ -101,7 +100,8 @@ class TokenRecycling(Method):
         if self.seed_from_prompt:
             in_prompt_bp = jnp.arange(p)[None, :] < prompt_len_b[:, None]
             adj = update_adjacency(adj, prompt_bp, out.logits, in_prompt_bp)
-        return TRState(cache, last_prompt_token(prompt_bp, prompt_len_b), prompt_len_b - 1, adj)
+        staged = StagedCache.empty(cache, out.new_kv, self.emit_width)
+        return TRState(staged, last_prompt_token(prompt_bp, prompt_len_b), prompt_len_b - 1, adj)
 
     def round(self, ctx: Ctx, s: TRState, key: jax.Array, active_b: jax.Array) -> RoundOut:
         parent_n, rank_n, depth_n = self._tree
@@ -118,7 +118,8 @@ class TokenRecycling(Method):
             anc_nn[i] |= anc_nn[parent_n[i]]
         # 2. One target call on the tree.
         anc_bnn = jnp.broadcast_to(jnp.asarray(anc_nn), (b, n, n))
-        out = ctx.target(tokens, s.pos[:, None] + depth_n, s.cache, anc_bnn)
+        cache = s.cache.read()
+        out = ctx.target(tokens, s.pos[:, None] + depth_n, cache, anc_bnn)
         # 3. Verify.
         parent_bn = jnp.broadcast_to(jnp.asarray(parent_n), (b, n))
         valid_bn = jnp.ones((b, n), bool)
@@ -134,10 +135,10 @@ class TokenRecycling(Method):
             path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, tokens, kids)
         # 4. Update M from every node (recycling), commit the accepted path.
         adj = update_adjacency(s.adjacency, tokens, out.logits, valid_bn & active_b[:, None])
-        cache = commit_path(s.cache, out.new_kv, path, jnp.where(active_b, n_acc + 1, 0))
+        staged = StagedCache(cache, out.new_kv.take(path), jnp.where(active_b, n_acc + 1, 0))
         y_b = jnp.take_along_axis(emitted, n_acc[:, None], axis=1)[:, 0]
         new = TRState(
-            cache, jnp.where(active_b, y_b, s.pending), s.pos + jnp.where(active_b, n_acc + 1, 0), adj
+            staged, jnp.where(active_b, y_b, s.pending), s.pos + jnp.where(active_b, n_acc + 1, 0), adj
         )
         return RoundOut(new, emitted, n_acc + 1, Stats.per_round(b, 1, 0, n - 1, n_acc))
 
