@@ -55,8 +55,10 @@ AttentionFn = Callable[..., jax.Array]
 LinearFactory = Callable[[int, tuple[str, str], str], nn.Module]
 _NEG_INF = -1e30  # finite, so a row with nothing visible gives a uniform average, never NaN
 # causal query blocks of the XLA path (`causal_query_blocks`): queries per block, and at most this
-# many blocks (each block is a separate pair of matmuls in the program: compile time grows with n)
-CAUSAL_QUERY_BLOCK = 128
+# many blocks (each block is a separate pair of matmuls in the program: compile time grows with n).
+# On CPU (f32, fwd+bwd of the dense baseline) 64 beat 128 at T = 128 and 256, and 4 blocks of 256
+# beat 8 of 128 at T = 1024 (`experiments.bench_peers`).
+CAUSAL_QUERY_BLOCK = 64
 MAX_QUERY_BLOCKS = 4
 _KEY_TRUNCATION_EXACT_KINDS = ("softmax", "softplus")  # masked keys contribute exactly nothing
 
