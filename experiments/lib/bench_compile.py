@@ -77,7 +77,7 @@ def kernel_count(fn: Callable[..., Any]) -> int | None:
 def compile_times(d: int, layers: int, seq: int, batch: int, reps: int) -> list[dict]:
     """Best-of-`reps` compile seconds (wall, and CPU: the process's time on all cores, steadier under
     background load) of every model in `MODELS`, the models taking turns, and their ratios to the
-    scanned dense model. Prints the table; returns its rows."""
+    scanned dense model, and each model's `kernel_count`. Prints the table; returns its rows."""
     fns = {label: compile_fn(cfg, seq, batch) for label, cfg in compile_configs(d, layers, seq).items()}
     wall, cpu = dict.fromkeys(fns, float("inf")), dict.fromkeys(fns, float("inf"))
     cache_was_on = jax.config.jax_enable_compilation_cache
