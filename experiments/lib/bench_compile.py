@@ -10,13 +10,23 @@ measurement compiles a fresh function with the persistent compilation cache off;
 turns round by round and keep their best, so background load and one-time warm-up hit all of them
 alike. Wall time is what a launch waits; CPU time (all threads) is steadier on a loaded machine.
 The ratios to the scanned dense model are the numbers to read.
+
+Kernels: the number of distinct kernels XLA's CPU backend compiles (one LLVM module each, counted
+from one more, untimed compile that dumps them; "-" on other backends). XLA reuses a kernel for
+fusions with the same computation and shapes, and each compiled kernel costs about the same, so
+compile time follows this count, which unlike the time is exact under any load: a scan body adds
+its kernels once, and so does every shape at which a block runs (MoD's k routed tokens, each MoR
+recursion's survivors) and every residual shape the scan stacks for the backward pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +51,9 @@ def compile_configs(d: int, layers: int, seq: int) -> dict[str, ModelConfig]:
     return out
 
 
-def compile_fn(cfg: ModelConfig, seq: int, batch: int) -> Callable[[], None]:
-    """A callable that compiles the loss gradient of `cfg` afresh (a new function every call)."""
+def compile_fn(cfg: ModelConfig, seq: int, batch: int) -> Callable[..., Any]:
+    """A callable that compiles the loss gradient of `cfg` afresh (a new function every call; its
+    keyword arguments are XLA compiler options) and returns the compiled executable."""
     model = Transformer(cfg)
     params = meta.unbox(jax.eval_shape(lambda: init_params(model, jax.random.key(0), seq)))
     tokens = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
@@ -52,13 +63,21 @@ def compile_fn(cfg: ModelConfig, seq: int, batch: int) -> Callable[[], None]:
         nats_bt, aux = per_token_loss(model, p, b)
         return jnp.mean(nats_bt) + sum(aux.get("aux_losses", {}).values())
 
-    return lambda: jax.jit(jax.grad(loss)).lower(params, batch_sds).compile() and None
+    return lambda **options: jax.jit(jax.grad(loss)).lower(params, batch_sds).compile(options or None)
+
+
+def kernel_count(fn: Callable[..., Any]) -> int | None:
+    """Distinct kernels the CPU backend compiles for `fn` (a `compile_fn`): the object files of one
+    compile dumped with `xla_dump_to`; None where the backend writes none (GPU, TPU)."""
+    with tempfile.TemporaryDirectory() as dump:
+        fn(xla_dump_to=dump)
+        return len(list(pathlib.Path(dump).glob("*.o"))) or None
 
 
 def compile_times(d: int, layers: int, seq: int, batch: int, reps: int) -> list[dict]:
     """Best-of-`reps` compile seconds (wall, and CPU: the process's time on all cores, steadier under
     background load) of every model in `MODELS`, the models taking turns, and their ratios to the
-    scanned dense model. Prints the table; returns its rows."""
+    scanned dense model, and each model's `kernel_count`. Prints the table; returns its rows."""
     fns = {label: compile_fn(cfg, seq, batch) for label, cfg in compile_configs(d, layers, seq).items()}
     wall, cpu = dict.fromkeys(fns, float("inf")), dict.fromkeys(fns, float("inf"))
     cache_was_on = jax.config.jax_enable_compilation_cache
@@ -70,14 +89,25 @@ def compile_times(d: int, layers: int, seq: int, batch: int, reps: int) -> list[
                 fn()
                 wall[label] = min(wall[label], time.perf_counter() - w0)
                 cpu[label] = min(cpu[label], time.process_time() - c0)
+        kernels = {label: kernel_count(fn) for label, fn in fns.items()}
     finally:
         jax.config.update("jax_enable_compilation_cache", cache_was_on)
     ref = MODELS[0]
     print(f"compile time, fwd+bwd of the loss (d={d}, {layers} layers, seq {seq}, best of {reps}):")
-    print(f"{'model':>11} {'wall s':>7} {'x dense scan':>13} {'cpu s':>7} {'x dense scan':>13}")
+    print(
+        f"{'model':>11} {'wall s':>7} {'x dense scan':>13} {'cpu s':>7} {'x dense scan':>13}"
+        f" {'kernels':>8} {'x dense scan':>13}"
+    )
     rows = []
     for label in MODELS:
         wx, cx = wall[label] / wall[ref], cpu[label] / cpu[ref]
-        print(f"{label:>11} {wall[label]:>7.2f} {wx:>13.2f} {cpu[label]:>7.2f} {cx:>13.2f}", flush=True)
-        rows.append({"model": label, "wall_s": wall[label], "cpu_s": cpu[label], "wall_x": wx, "cpu_x": cx})
+        n, n_ref = kernels[label], kernels[ref]
+        kx = n / n_ref if n and n_ref else None
+        print(
+            f"{label:>11} {wall[label]:>7.2f} {wx:>13.2f} {cpu[label]:>7.2f} {cx:>13.2f}"
+            f" {n or '-':>8} {'-' if kx is None else f'{kx:.2f}':>13}",
+            flush=True,
+        )
+        row = {"model": label, "wall_s": wall[label], "cpu_s": cpu[label], "wall_x": wx, "cpu_x": cx}
+        rows.append(row | {"kernels": n, "kernels_x": kx})
     return rows
