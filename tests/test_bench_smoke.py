@@ -1,5 +1,5 @@
 """Every bench_* script runs (`--smoke`: tiny sizes), so no benchmark rots unnoticed; plus the laws
-of the shared timing helper, the SwiGLU fused gate/up matmul and bench_device's table renderer.
+of the shared timing helper and bench_device's table renderer.
 
 The scripts run in-process (`main(argv)`), sharing one JAX import. The cheap ones are in the default
 tier; those that train models or compile many decoding loops are `slow`."""
@@ -8,11 +8,9 @@ import importlib
 import itertools
 
 import jax
-import numpy as np
 import pytest
 
 from experiments.lib import bench_timing
-from rocket.layers.mlp import SwiGLU
 
 
 def run_script(name: str, argv: list[str], capsys) -> str:
@@ -28,16 +26,6 @@ def test_interleaved_calls_round_robin_and_keeps_the_minimum(monkeypatch):
     best = bench_timing.interleaved(fns, rounds=3, warmup=1)
     assert calls[:3] == ["a", "b", "b2"] and calls.count("a") == 4  # warm-up + 3 rounds, in turn
     assert best == {"a": 1, "b": 1}
-
-
-def test_swiglu_fused_gate_up_equals_two_matmuls():
-    x = jax.random.normal(jax.random.key(0), (2, 5, 16))
-    mlp = SwiGLU(d_ff=24)
-    params = mlp.init(jax.random.key(1), x)["params"]
-    w = {k: v.unbox() if hasattr(v, "unbox") else v for k, v in params.items()}
-    ref = (jax.nn.silu(x @ w["w_gate"]) * (x @ w["w_up"])) @ w["w_down"]
-    np.testing.assert_allclose(mlp.apply({"params": params}, x), ref, rtol=1e-6, atol=1e-6)
-    assert set(w) == {"w_gate", "w_up", "w_down"}  # the parameter layout is unchanged
 
 
 def test_bench_peers_smoke_and_a_bad_checkout(capsys, tmp_path):

@@ -59,6 +59,7 @@ def test_module_gradients_under_checkpointed_scan():
     mlp = SwiGLU(d_ff=F)
     x, _, _, _ = _inputs(jnp.float32)
     params = nn.meta.unbox(mlp.init(jax.random.key(0), x)["params"])
+    assert set(params) == {"w_gate", "w_up", "w_down"}  # two matrices, whatever the forward fuses
 
     def loss(apply, p, x):
         step = jax.checkpoint(lambda h, _: (h + apply(p, h), None))
