@@ -1,8 +1,8 @@
 """The Colab notebooks (colab/*.ipynb) run top to bottom, headless, with their tiny settings.
 
 Each notebook is executed by nbclient in a fresh `python3` kernel (a child process: it inherits this
-process's environment, so the persistent compilation cache and the fast XLA codegen set up in
-conftest.py apply) with `ROCKET_NOTEBOOK_QUICK=1`, its working directory (where `runs/` goes) in a
+process's environment, so the persistent compilation cache set up in conftest.py applies) with the
+fast codegen of `tests.helpers.FAST_COMPILE` and `ROCKET_NOTEBOOK_QUICK=1`, its working directory (where `runs/` goes) in a
 tmp folder and the corpus cache in another. A failing cell (an exception, or one of the notebook's own checks, e.g. greedy
 speculative decoding == greedy AR) raises `CellExecutionError`; the outputs are then checked for the
 numbers and pictures each notebook exists to show.
@@ -17,6 +17,8 @@ import re
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tests.helpers import fast_compile_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "colab")
@@ -77,6 +79,7 @@ def executed(request, tmp_path, corpus_cache, monkeypatch) -> nbformat.NotebookN
     monkeypatch.setenv("ROCKET_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("ROCKET_CACHE_DIR", corpus_cache)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("XLA_FLAGS", fast_compile_flags(os.environ.get("XLA_FLAGS", "")))  # compile-bound
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend: figures become PNGs
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
