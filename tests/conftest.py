@@ -1,5 +1,11 @@
 """Test setup: CPU only, the persistent compilation cache on (inherited by subprocesses through the
-environment), float32 matmul precision."""
+environment), float32 matmul precision.
+
+XLA's default (optimised) codegen stays on in the test processes: LLVM -O0
+(`tests.helpers.FAST_COMPILE`) compiles whole-model programs ~3x faster but runs them ~4x slower,
+which costs the sampling-heavy law tests more than it saves (measured: tests/test_self_spec_law.py
+108 -> 195 s CPU). Compile-bound subprocesses (notebook kernels, parallel workers, CLIs) use it.
+"""
 
 import os
 

@@ -1,9 +1,9 @@
 """The Colab notebooks (colab/*.ipynb) run top to bottom, headless, with their tiny settings.
 
 Each notebook is executed by nbclient in a fresh `python3` kernel (a child process: it inherits this
-process's environment, so the persistent compilation cache set up in conftest.py applies) with
-`ROCKET_NOTEBOOK_QUICK=1`, its working directory (where `runs/` goes) in a tmp folder and the corpus
-cache in another. A failing cell (an exception, or one of the notebook's own checks, e.g. greedy
+process's environment, so the persistent compilation cache set up in conftest.py applies) with the
+fast codegen of `tests.helpers.FAST_COMPILE` and `ROCKET_NOTEBOOK_QUICK=1`, its working directory (where `runs/` goes) in a
+tmp folder and the corpus cache in another. A failing cell (an exception, or one of the notebook's own checks, e.g. greedy
 speculative decoding == greedy AR) raises `CellExecutionError`; the outputs are then checked for the
 numbers and pictures each notebook exists to show.
 """
@@ -18,12 +18,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.helpers import fast_compile_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "colab")
 NOTEBOOKS = ("quickstart", "decoding", "architectures")
-# Compile-time bound runs (tiny models, a few steps): LLVM's cheapest codegen roughly halves the
-# XLA CPU compile time; the programs and their results are the same.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def _read(name: str) -> nbformat.NotebookNode:
@@ -80,7 +79,7 @@ def executed(request, tmp_path, corpus_cache, monkeypatch) -> nbformat.NotebookN
     monkeypatch.setenv("ROCKET_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("ROCKET_CACHE_DIR", corpus_cache)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("XLA_FLAGS", f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip())
+    monkeypatch.setenv("XLA_FLAGS", fast_compile_flags(os.environ.get("XLA_FLAGS", "")))  # compile-bound
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend: figures become PNGs
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import fast_compile_flags
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER = REPO_ROOT / "tests" / "_parallel_worker.py"
 TIMEOUT_S = 240
@@ -52,7 +54,8 @@ def _child_env(n_devices: int, out_dir: Path, **extra: str) -> dict[str, str]:
         if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "ROCKET_DISTRIBUTED"))
     }
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_devices}"])
+    flags.append(f"--xla_force_host_platform_device_count={n_devices}")
+    env["XLA_FLAGS"] = fast_compile_flags(" ".join(flags))  # a few steps each: compile-bound
     env["JAX_PLATFORMS"] = "cpu"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])

@@ -99,13 +99,6 @@ def test_greedy_self_speculation_is_greedy_ar_more_paths(name):
     _greedy_equals_ar(*SLOW_CASES[name])
 
 
-def _fresh_cache(model, params, seq, max_len):
-    hist = jnp.asarray(seq)[None]
-    cache = new_cache(model, 1, max_len)
-    _, aux = model.apply(params, hist, positions_for(hist), cache=cache, routing="causal")
-    return commit_block(cache, aux["new_kv"], hist.shape[1])
-
-
 def _assert_same_cache(got, want):
     np.testing.assert_array_equal(got.length, want.length)
     for layer in range(want.k.shape[0]):
@@ -126,27 +119,33 @@ def _assert_same_cache(got, want):
 )
 def test_cache_after_each_round_is_a_fresh_full_forward(changes, method):
     """Both caches hold exactly the accepted history: the model's equals a fresh full forward over
-    it (every layer, per-layer lengths and positions), the draft's own layers a fresh draft forward."""
+    it (every layer, per-layer lengths and positions), the draft's own layers a fresh draft forward.
+
+    The references are one causal forward over the final history, committed up to each round's
+    history length n (causal: its first n tokens' K/V are the forward over those n tokens), so the
+    references compile once rather than once per round's length."""
     model, params = tiny_model(**changes)
     ctx = Ctx(ModelStep(model, params), None, SamplerConfig(), SamplerConfig(), 40)
     prompt = jax.random.randint(jax.random.key(5), (1, 5), 0, model.cfg.vocab_size)
     state = method.init(ctx, prompt, jnp.array([5], jnp.int32), jax.random.key(0), None)
     round_fn = jax.jit(lambda s, k: method.round(ctx, s, k, jnp.ones((1,), bool)))
-    seq = list(np.asarray(prompt[0]))
-    plan = method.plan(model.cfg)
+    seq, states = list(np.asarray(prompt[0])), []
     for r in range(3):  # sampled (T = 1): rejections and acceptances both happen
         out = round_fn(state, jax.random.key(r))
         state = out.state
         seq += list(np.asarray(out.tokens[0, : int(out.n[0])]))
-        _assert_same_cache(state.cache, _fresh_cache(model, params, seq[:-1], 40))
-        hist = jnp.asarray(seq[:-1])[None]
-        empty = new_cache(model, 1, 40)
-        _, _, kvs, _ = method._draft_body(
-            model.cfg, params["params"], plan, hist, positions_for(hist), empty, state.private
-        )
-        own = jnp.stack([k for k, _ in kvs[1]])
-        np.testing.assert_array_equal(state.private.length, len(seq) - 1)
-        np.testing.assert_allclose(state.private.k[:, 0, : len(seq) - 1], own[:, 0], atol=1e-5)
+        states.append((state, len(seq) - 1))  # the history: all but the last emitted token
+    hist = jnp.asarray(seq[:-1])[None]
+    empty = new_cache(model, 1, 40)
+    _, aux = model.apply(params, hist, positions_for(hist), cache=empty, routing="causal")
+    _, _, kvs, _ = method._draft_body(
+        model.cfg, params["params"], method.plan(model.cfg), hist, positions_for(hist), empty, state.private
+    )
+    own = jnp.stack([k for k, _ in kvs[1]])
+    for s, n in states:
+        _assert_same_cache(s.cache, commit_block(empty, aux["new_kv"], n))
+        np.testing.assert_array_equal(s.private.length, n)
+        np.testing.assert_allclose(s.private.k[:, 0, :n], own[:, 0, :n], atol=1e-5)
 
 
 def _flops(fn, *args) -> float:
@@ -223,14 +222,20 @@ def _cli(tmp_path, method: str):
     import subprocess
     import sys
 
-    from tests.helpers import save_tiny_run
+    from tests.helpers import fast_compile_flags, save_tiny_run
 
     workdir = tmp_path / "run"
     save_tiny_run(workdir)
     cmd = [sys.executable, "-m", "rocket.generate", f"--checkpoint={workdir}", f"--method={method}"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "XLA_FLAGS": fast_compile_flags(os.environ.get("XLA_FLAGS", ""))}  # 8 tokens
     return subprocess.run(
-        cmd + ["--max_new_tokens=8", "--prompt=def f"], cwd=root, capture_output=True, text=True, timeout=600
+        cmd + ["--max_new_tokens=8", "--prompt=def f"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

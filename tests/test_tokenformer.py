@@ -94,14 +94,15 @@ def test_grown_state_trains_on_and_its_new_tokens_learn():
         "weights": jnp.ones((2, 16)),
         "num_bytes": jnp.ones((2, 16), jnp.int32),
     }
-    state, _ = make_train_step(model, tx)(state, batch, jax.random.key(5))  # old moments become nonzero
+    # jitted: one compile per step function is cheaper than op-by-op dispatch of the backward pass
+    state, _ = jax.jit(make_train_step(model, tx))(state, batch, jax.random.key(5))  # moments nonzero
     grown, cfg = grow_train_state(state, model.cfg, tx, 24)
     mu = grown.opt_state[0].mu["layers_0"]["attn"]["wq"]["keys"]
     old_mu = state.opt_state[0].mu["layers_0"]["attn"]["wq"]["keys"]
     np.testing.assert_array_equal(mu[:16], old_mu)
     assert float(jnp.abs(old_mu).sum()) > 0 and float(jnp.abs(mu[16:]).sum()) == 0  # new rows start at zero
     assert int(grown.opt_state[0].count) == int(state.opt_state[0].count) and int(grown.step) == 1
-    new_state, metrics = make_train_step(Transformer(cfg), tx)(grown, batch, jax.random.key(6))
+    new_state, metrics = jax.jit(make_train_step(Transformer(cfg), tx))(grown, batch, jax.random.key(6))
     assert np.isfinite(float(metrics["loss"]))
     new_keys = new_state.params["layers_0"]["mlp"]["keys"][24:]  # FFN grew 24 -> 36
     assert new_keys.shape == (12, 64) and float(jnp.abs(new_keys).max()) > 0  # zero keys left zero
