@@ -14,9 +14,10 @@ modelled speedups from the measured per-call costs ("model": CPU costs t(w); "fl
 memory-bound accelerator regime). The measurement is `experiments.lib.decode_bench.measure`.
 
 Per method it also splits a round's time (one target call per round): measured seconds per round,
-the seconds of its model calls alone (the same calls at the same widths and cache size, timed in a
-jitted loop between the method's own generations, so both see the same machine load), and their
-ratio (1.0 = sampling, verification, tree building and bookkeeping cost nothing).
+the seconds of its model calls alone (the same calls at the same widths and cache size, run in one
+jitted loop for as many iterations as the generation had rounds, timed after each of the method's
+own generations, so both sides are windows of the same length under the same machine load), and
+their ratio (1.0 = sampling, verification, tree building and bookkeeping cost nothing).
 
   --prompts 2 --repeats 2  is the quick mode (fewer prompts, fewer timing repetitions).
   --smoke  trains 2-step models in a temporary folder and decodes one prompt with a few methods
