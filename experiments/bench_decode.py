@@ -14,11 +14,13 @@ modelled speedups from the measured per-call costs ("model": CPU costs t(w); "fl
 memory-bound accelerator regime). The measurement is `experiments.lib.decode_bench.measure`.
 
 Per method it also splits a round's time (one target call per round): measured seconds per round,
-the seconds of its model calls alone (the same calls at the same widths and cache size, timed in a
-jitted loop between the method's own generations, so both see the same machine load), and their
-ratio (1.0 = sampling, verification, tree building and bookkeeping cost nothing).
+the seconds of its model calls alone (the same calls at the same widths and cache size, run in one
+jitted loop for as many iterations as the generation had rounds, timed after each of the method's
+own generations, so both sides are windows of the same length under the same machine load), and
+their ratio (1.0 = sampling, verification, tree building and bookkeeping cost nothing).
 
   --prompts 2 --repeats 2  is the quick mode (fewer prompts, fewer timing repetitions).
+  --only "g=4, 1L;recycling 2.2.2"  runs only the methods whose names contain a fragment.
   --smoke  trains 2-step models in a temporary folder and decodes one prompt with a few methods
            (seconds of compute; the test suite's check that the script runs).
 """
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first N prompts")
     ap.add_argument("--repeats", type=int, default=5, help="timings per prompt / per call (best kept)")
     add_hf_flags(ap)
+    ap.add_argument(
+        "--only", default="", help="name fragments separated by ;: only the runs matching one (and AR)"
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny run in a temporary folder")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -84,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:  # one of each kind: AR, chain, tree, draft-free, sampled
         runs = [runs[i] for i in (0, 1, 4, 7, 8, 9)]
     runs = [r for r in runs if r[2] is None or r[2] in models]  # --hf without --hf_draft: no drafts
+    if args.only:  # the AR baselines always run (every speedup is relative to them)
+        wanted = [w.strip() for w in args.only.split(";") if w.strip()]
+        runs = [r for r in runs if isinstance(r[1], Autoregressive) or any(w in r[0] for w in wanted)]
     results = measure(runs, models, tok, prompts, args.max_new_tokens, args.repeats)
     print("\nsample (target greedy): " + repr(PROMPTS[0] + tok.decode(results[0]["tokens"][0])))
 

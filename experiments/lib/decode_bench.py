@@ -82,36 +82,47 @@ def train_or_load(root: str, name: str, layers: int, steps: int) -> tuple[ModelS
     return model, tokenizer, bpb
 
 
-def call_loop(model: ModelStep, width: int, max_len: int) -> Callable[[], float]:
-    """-> a function timing one pass of CALLS_PER_TIMING `width`-token calls of `model` (batch 1,
-    causal block mask, a half-full cache of `max_len` slots), warm, inside jit, in one `fori_loop`,
-    and returning seconds per call. Each block's tokens are the previous call's argmax, and its
-    positions depend on them too (`+ min(token, 0)`, always 0), so that XLA can neither fold nor
-    hoist any part of a call out of the loop (a decoding round computes them at run time)."""
+def calls_loop(calls: list[tuple[ModelStep, int]], max_len: int) -> Callable[[int], float]:
+    """-> once(n): runs n iterations of the `width`-token calls of each (model, width) in `calls`, in
+    order (batch 1, causal block mask, a half-full cache of `max_len` slots), warm, inside jit, in one
+    `fori_loop`, and returns seconds per iteration. Each block's tokens are the previous call's argmax,
+    and its positions depend on them too (`+ min(token, 0)`, always 0), so that XLA can neither fold
+    nor hoist any part of a call out of the loop (a decoding round computes them at run time)."""
     fill = max_len // 2
-    cache = model.new_cache(1, max_len)
-    _, cache = prefill(model, cache, jnp.zeros((1, fill + 1), jnp.int32), jnp.array([fill + 1]))
-    positions = jnp.arange(fill, fill + width, dtype=jnp.int32)[None]  # [1, W]
-    mask = None if width == 1 else jnp.tril(jnp.ones((1, width, width), bool))  # [1, W, W]
+    caches, masks, widths = [], [], [w for _, w in calls]
+    for model, width in calls:
+        cache = model.new_cache(1, max_len)
+        caches.append(prefill(model, cache, jnp.zeros((1, fill + 1), jnp.int32), jnp.array([fill + 1]))[1])
+        masks.append(None if width == 1 else jnp.tril(jnp.ones((1, width, width), bool)))  # [1, W, W]
 
     @jax.jit
-    def calls(model, cache, tok):
+    def run(models, caches, tok, n):
         def body(_, tok):
-            pos = positions + jnp.minimum(tok, 0)
-            logits = model(jnp.broadcast_to(tok, (1, width)), pos, cache, mask).logits
-            return jnp.argmax(logits[0, -1]).astype(jnp.int32)
+            for model, cache, mask, width in zip(models, caches, masks, widths):
+                pos = jnp.arange(fill, fill + width, dtype=jnp.int32)[None] + jnp.minimum(tok, 0)  # [1, W]
+                logits = model(jnp.broadcast_to(tok, (1, width)), pos, cache, mask).logits
+                tok = jnp.argmax(logits[0, -1]).astype(jnp.int32)
+            return tok
 
-        return jax.lax.fori_loop(0, CALLS_PER_TIMING, body, tok)
+        return jax.lax.fori_loop(0, n, body, tok)
 
+    models = [m for m, _ in calls]
     tok = jnp.int32(1)
-    jax.block_until_ready(calls(model, cache, tok))
+    jax.block_until_ready(run(models, caches, tok, 1))
 
-    def once() -> float:
+    def once(n: int) -> float:
         t0 = time.perf_counter()
-        jax.block_until_ready(calls(model, cache, tok))
-        return (time.perf_counter() - t0) / CALLS_PER_TIMING
+        jax.block_until_ready(run(models, caches, tok, n))
+        return (time.perf_counter() - t0) / n
 
     return once
+
+
+def call_loop(model: ModelStep, width: int, max_len: int) -> Callable[[], float]:
+    """-> a function timing one pass of CALLS_PER_TIMING `width`-token calls of `model` (`calls_loop`)
+    and returning seconds per call."""
+    once = calls_loop([(model, width)], max_len)
+    return lambda: once(CALLS_PER_TIMING)
 
 
 def call_time(model: ModelStep, width: int, max_len: int, repeats: int) -> float:
@@ -133,23 +144,20 @@ def modelled(row: dict, method, draft_name: str | None, t: dict) -> tuple[float,
 
 
 class RoundCalls:
-    """The model calls of one round of `method` (its target verify call and its draft calls, at the
-    cache size its generation uses), timed interleaved with its decoding: `time()` after every timed
-    generation, `seconds` the sum of each call's best time (the load of a shared machine then hits
-    both sides of the round / model-call ratio alike)."""
+    """The model calls of one round of `method` (its target verify call, then its draft calls, at the
+    cache size its generation uses), timed interleaved with its decoding: `time(rounds)` after every
+    timed generation runs the round's calls for as many iterations as that generation had rounds
+    (`calls_loop`: one loop of the same length as the generation's, so the load of a shared machine
+    hits both sides of the round / model-call ratio alike); `seconds` is the best per-round time."""
 
     def __init__(self, models: dict, method, draft_name: str | None, max_len: int):
         verify, draft_widths = call_widths(method)
-        self.loops = [call_loop(models["target"], verify, max_len)]
-        self.loops += [call_loop(models[draft_name], w, max_len) for w in draft_widths]
-        self.best = [float("inf")] * len(self.loops)
+        calls = [(models["target"], verify)] + [(models[draft_name], w) for w in draft_widths]
+        self.once = calls_loop(calls, max_len)
+        self.seconds = float("inf")
 
-    def time(self) -> None:
-        self.best = [min(b, once()) for b, once in zip(self.best, self.loops)]
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.best)
+    def time(self, rounds: int) -> None:
+        self.seconds = min(self.seconds, self.once(max(rounds, 1)))
 
 
 def run_method(
@@ -162,11 +170,12 @@ def run_method(
     prompts: list,
     repeats: int,
     seed: int = 0,
-    between: Callable[[], None] | None = None,
+    between: Callable[[int], None] | None = None,
 ) -> dict:
     """Warm generation of every prompt (batch 1): two untimed warm-up calls (compile; Token Recycling's
     carried M changes the argument's placement once), then the best of `repeats` timed calls per prompt
-    (the minimum is robust to other processes on a shared machine); `between()` runs after each."""
+    (the minimum is robust to other processes on a shared machine); `between(rounds)` runs after each
+    with the generation's round count."""
     encoded = [np.concatenate([[tokenizer.bos_id], tokenizer.encode(p)]).astype(np.int32) for p in prompts]
     width = max(len(e) for e in encoded)
     carry = (
@@ -202,7 +211,7 @@ def run_method(
             out = call(e, jax.random.key(seed + i), carry)
             times.append(time.perf_counter() - t0)
             if between is not None:
-                between()
+                between(int(out.rounds))
         elapsed += min(times)
         outs.append(out)
         if carry is not None:

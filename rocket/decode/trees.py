@@ -51,6 +51,23 @@ def children(parent_bn: jax.Array, sib_bn: jax.Array, valid_bn: jax.Array, max_c
     )
 
 
+def static_ancestors(parent_n: np.ndarray) -> np.ndarray:
+    """`ancestors` of one static level-ordered tree, in numpy (a constant of the round's program)."""
+    n = len(parent_n)
+    anc_nn = np.eye(n, dtype=bool)
+    for i in range(1, n):
+        anc_nn[i] |= anc_nn[parent_n[i]]
+    return anc_nn
+
+
+def static_children(parent_n: np.ndarray, sib_n: np.ndarray, max_children: int) -> np.ndarray:
+    """`children` of one static tree (every node valid), in numpy: int32[N, C], -1 = none."""
+    out = np.full((len(parent_n), max_children), -1, np.int32)
+    for i in np.flatnonzero((parent_n >= 0) & (sib_n < max_children)):
+        out[parent_n[i], sib_n[i]] = i
+    return out
+
+
 def template_tree(paths: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A static tree from root-to-node rank paths (Token Recycling / Medusa "choices").
 

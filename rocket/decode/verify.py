@@ -25,15 +25,15 @@ candidates m must be a stopping time of the candidate sequence. Acceptance is te
 to r.
 
 `walk_tree` runs a kernel from the root down a token tree (evaluated at every node at once, then
-followed from the root); `greedy_tree` is the greedy special
-case (accept a child iff it is the target's argmax), vectorized over the tree with the ancestor
-mask and picking the deepest accepted node.
+the walk read off with the ancestor mask); `greedy_tree` is the greedy special case (accept a child
+iff it is the target's argmax); both pick the deepest node whose whole path is accepted.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 RULES = ("iid", "without_replacement", "deterministic", "kseq")
 _EPS = 1e-12
@@ -85,7 +85,7 @@ def verify_node(
         raise ValueError(f"unknown verification rule {rule!r}; known: {RULES}")
     m, v = cand_m.shape[0], p_v.shape[0]
 
-    def stage(j, carry):  # stage j of the candidate sequence (a loop, not unrolled: small HLO)
+    def stage(j, carry):  # stage j of the candidate sequence
         r_v, s_v, accepted, done = carry
         c = cand_m[j]
         s_stage = jax.nn.one_hot(c, v, dtype=p_v.dtype) if rule == "deterministic" else s_v
@@ -97,8 +97,10 @@ def verify_node(
             s_v = jnp.where(rejected, _normalize(s_v.at[c].set(0.0), jnp.zeros_like(s_v)), s_v)
         return r_v, s_v, jnp.where(ok, j, accepted), done | ok
 
-    init = (p_v, q_v, jnp.int32(-1), jnp.bool_(False))
-    r_v, _, accepted, _ = jax.lax.fori_loop(0, m, stage, init)
+    carry = (p_v, q_v, jnp.int32(-1), jnp.bool_(False))
+    for j in range(m):  # unrolled (m is small and static): straight-line code XLA fuses across stages
+        carry = stage(j, carry)
+    r_v, _, accepted, _ = carry
     y = _categorical(g_v, r_v)
     token = jnp.where(accepted >= 0, cand_m[jnp.maximum(accepted, 0)], y)
     return accepted, token
@@ -149,68 +151,48 @@ def walk_tree(
     q_nv: jax.Array,
     tokens_n: jax.Array,
     children_nc: jax.Array,
+    anc_nn: jax.Array,
+    depth_n: np.ndarray,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Samples a path down a token tree (one row; node 0 = root) -> (path[D+1], n_accepted, emitted[D+1]).
 
     u[D+1, C] / g[D+1, V]: noise per depth (`draw_noise`); p[N, V] / q[N, V]: target / draft
     distributions at each node (for its children); children[N, C] node indices in proposal order,
-    -1 = none. path[0] = root; path[1..n] the accepted nodes; emitted[0..n] = their tokens then the
-    final residual/bonus token (n + 1 tokens).
+    -1 = none; anc[N, N] the ancestor-or-self mask (`trees.ancestors`); depth[N] static node depths.
+    path[0] = root; path[1..n] the accepted nodes; emitted[0..n] = their tokens then the final
+    residual/bonus token (n + 1 tokens).
 
     Vectorized: the walk visits at most one node per depth d and runs the kernel there with the
     noise of depth d, so the kernel is run at every node n at once with the noise of depth(n)
-    (one batched program instead of a loop over depth), and the walk then only follows the
-    accepted child: node_{d+1} = children[node_d, j(node_d)] while j >= 0. The visited nodes see
-    exactly the inputs of the sequential walk, so the sampled path and tokens have the same law.
+    (one batched program instead of a loop over depth). A node is on the walk iff every node on
+    its root path is the child its parent accepted, so the walk is the deepest such node's path
+    (`deepest_path`, shared with `greedy_tree`). The visited nodes see exactly the inputs of the
+    sequential walk, so the sampled path and tokens are those of the sequential walk.
     """
-    depth = u_dm.shape[0] - 1
-    n, c = children_nc.shape
-    # parent[children[n, j]] = n, then depth(n) = depth(parent(n)) + 1 (a tree of depth <= D).
-    kids = children_nc.reshape(-1)
-    parent_n = (
-        jnp.full((n,), -1, jnp.int32)
-        .at[jnp.where(kids >= 0, kids, n)]
-        .set(jnp.repeat(jnp.arange(n, dtype=jnp.int32), c), mode="drop")
-    )
-    depth_n = jnp.zeros((n,), jnp.int32)
-    for _ in range(depth):
-        depth_n = jnp.where(parent_n >= 0, depth_n[jnp.maximum(parent_n, 0)] + 1, 0)
-    depth_n = jnp.minimum(depth_n, depth)
+    n = children_nc.shape[0]
     kernel = lambda *a: verify_node(rule, *a)
     j_n, tok_n = jax.vmap(kernel)(
         u_dm[depth_n], g_dv[depth_n], p_nv, q_nv, tokens_n[jnp.maximum(children_nc, 0)], children_nc >= 0
     )
-    # Follow the accepted children (nodes at depth D have none: the last step emits the bonus token).
-    node, alive, n_acc = jnp.int32(0), jnp.bool_(True), jnp.int32(0)
-    path, emitted = [jnp.int32(0)] + [jnp.int32(0)] * depth, []
-    for d in range(depth + 1):
-        emitted.append(jnp.where(alive, tok_n[node], 0))
-        j = j_n[node]
-        alive = alive & (j >= 0)
-        node = jnp.where(alive, children_nc[node, jnp.maximum(j, 0)], node)
-        slot = min(d + 1, depth)
-        path[slot] = jnp.where(alive, node, path[slot])
-        n_acc = n_acc + alive.astype(jnp.int32)
-    return jnp.stack(path), n_acc, jnp.stack(emitted).astype(jnp.int32)
+    # chosen[n] = the child node n accepted (-1: none); node m is accepted iff some node chose it.
+    chosen_n = jnp.where(
+        j_n >= 0, jnp.take_along_axis(children_nc, jnp.maximum(j_n, 0)[:, None], 1)[:, 0], -1
+    )
+    ok_n = jnp.any(chosen_n[:, None] == jnp.arange(n)[None, :], axis=0)
+    return deepest_path(ok_n, tok_n, tokens_n, anc_nn, depth_n)
 
 
-def greedy_tree(
-    pred_n: jax.Array,
-    tokens_n: jax.Array,
-    parent_n: jax.Array,
-    valid_n: jax.Array,
-    anc_nn: jax.Array,
-    depth_n: jax.Array,
+def deepest_path(
+    ok_n: jax.Array, final_n: jax.Array, tokens_n: jax.Array, anc_nn: jax.Array, depth_n: np.ndarray
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Greedy verification of a tree (one row) -> (path[D+1], n_accepted, emitted[D+1]) as `walk_tree`.
+    """The deepest node all of whose ancestors-or-self (root excepted) are accepted -> (path[D+1],
+    n_accepted, emitted[D+1]) as `walk_tree`.
 
-    pred[N] = argmax of the target at each node. A node is accepted iff it and all its ancestors
-    match the target's argmax at their parent (ok[n] = tok[n] == pred[parent[n]]); the deepest
-    accepted node wins (ties: lowest index = highest-ranked branch); emit its path and pred[best].
+    ok[n]: node n was accepted at its parent; final[n]: the token emitted after stopping at n (its
+    correction / bonus token). Ties (greedy trees only): the lowest index = highest-ranked branch.
     """
     max_depth = int(depth_n.max())  # depth_n is a static numpy array
-    ok_n = valid_n & (tokens_n == pred_n[jnp.maximum(parent_n, 0)])
-    ok_n = ok_n.at[0].set(True)
+    anc_nn, ok_n = jnp.asarray(anc_nn), jnp.asarray(ok_n).at[0].set(True)
     acc_n = ~jnp.any(anc_nn & ~ok_n[None, :], axis=1)
     depth_j = jnp.asarray(depth_n)
     best = jnp.argmax(jnp.where(acc_n, depth_j, -1))
@@ -220,5 +202,23 @@ def greedy_tree(
     path = jnp.argmax(at_depth_dn, axis=1).astype(jnp.int32)  # [D+1]; 0 past the best node's depth
     d = jnp.arange(max_depth + 1)
     emitted = jnp.where(d < n_acc, tokens_n[path[jnp.minimum(d + 1, max_depth)]], 0)
-    emitted = jnp.where(d == n_acc, pred_n[best], emitted)
+    emitted = jnp.where(d == n_acc, final_n[best], emitted)
     return path, n_acc.astype(jnp.int32), emitted.astype(jnp.int32)
+
+
+def greedy_tree(
+    pred_n: jax.Array,
+    tokens_n: jax.Array,
+    parent_n: jax.Array,
+    valid_n: jax.Array,
+    anc_nn: jax.Array,
+    depth_n: np.ndarray,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Greedy verification of a tree (one row) -> (path[D+1], n_accepted, emitted[D+1]) as `walk_tree`.
+
+    pred[N] = argmax of the target at each node. A node is accepted iff it and all its ancestors
+    match the target's argmax at their parent (ok[n] = tok[n] == pred[parent[n]]); the deepest
+    accepted node wins (ties: lowest index = highest-ranked branch); emit its path and pred[best].
+    """
+    ok_n = valid_n & (tokens_n == pred_n[jnp.maximum(parent_n, 0)])
+    return deepest_path(ok_n, pred_n, tokens_n, anc_nn, depth_n)

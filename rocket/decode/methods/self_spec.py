@@ -43,7 +43,7 @@ from rocket.config import ModelConfig
 from rocket.decode.engine import Ctx, Method, RoundOut, Stats, last_prompt_token, prefill
 from rocket.decode.methods.speculative import draft_dist, propose
 from rocket.decode.sampling import warp
-from rocket.decode.trees import ancestors, tree_widths
+from rocket.decode.trees import static_ancestors, tree_widths
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
 from rocket.layers import make_block_mask
 from rocket.layers.cache import Cache, KVBlock, commit_block, init_cache, rollback
@@ -233,12 +233,12 @@ class _SelfDraft(Method):
         logits_btv, kvs, valids = verify_forward(cfg, params, plan, h_btd, act_bt, positions_bt, cache)
 
         # 3. Verify the chain (node i's child is node i + 1).
-        parent = jnp.broadcast_to(jnp.arange(-1, g, dtype=jnp.int32), (b, t))
+        chain = np.arange(t, dtype=np.int32)  # node depths; parents chain - 1
+        anc_tt = static_ancestors(chain - 1)
         if ctx.sampler.greedy:
             pred_bt = jnp.argmax(logits_btv, -1).astype(jnp.int32)
-            verify = lambda *a: greedy_tree(*a, np.arange(t, dtype=np.int32))
-            anc = ancestors(parent, g)
-            _, n_acc, emitted = jax.vmap(verify)(pred_bt, tokens_bt, parent, jnp.ones((b, t), bool), anc)
+            verify = lambda p, x: greedy_tree(p, x, chain - 1, np.ones(t, bool), anc_tt, chain)
+            _, n_acc, emitted = jax.vmap(verify)(pred_bt, tokens_bt)
         else:
             p_btv = warp(logits_btv, ctx.sampler)
             q_btv = jnp.concatenate([jnp.moveaxis(q_gbv, 0, 1), jnp.zeros_like(p_btv[:, :1])], axis=1)
@@ -247,7 +247,7 @@ class _SelfDraft(Method):
             )
             rule = "deterministic" if ctx.draft_sampler.greedy else "iid"
             u, gumbel = draw_noise(keys[-1], (b, t), 1, p_btv.shape[-1])
-            verify = lambda *a: walk_tree(rule, *a)
+            verify = lambda *a: walk_tree(rule, *a, anc_tt, chain)
             _, n_acc, emitted = jax.vmap(verify)(u, gumbel, p_btv, q_btv, tokens_bt, kids.astype(jnp.int32))
 
         # 4. Commit the accepted tokens to the remaining layers; roll both caches back.

@@ -108,8 +108,8 @@ def tree_round(
         p_bnv = warp(logits_bnv, ctx.sampler)
         kids = children(parent, sib, valid, max(method.branching))
         u, g = draw_noise(keys[-1], (b, n_levels + 1), kids.shape[-1], p_bnv.shape[-1])
-        verify = lambda *a: walk_tree("deterministic" if greedy_draft else "iid", *a)
-        path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, q_nv, tokens, kids)
+        verify = lambda *a: walk_tree("deterministic" if greedy_draft else "iid", *a, depth_n)
+        path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, q_nv, tokens, kids, anc_bnn)
 
     # 5. Commit the accepted path: the remaining layers from the verifier (root first), the shared
     # and private layers from the last level call (its block index = node - 1; the root is in).

@@ -36,7 +36,14 @@ import numpy as np
 
 from rocket.decode.engine import Ctx, Method, RoundOut, StagedCache, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import SamplerConfig, warp
-from rocket.decode.trees import ancestors, children, level_depths, tree_widths
+from rocket.decode.trees import (
+    ancestors,
+    children,
+    level_depths,
+    static_ancestors,
+    static_children,
+    tree_widths,
+)
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
 from rocket.layers.cache import commit_block
 
@@ -124,6 +131,12 @@ class _DraftTree(Method):
         n_nodes = int(offsets[-1])
         keys = jax.random.split(key, n_levels + 1)
         q_of = lambda logits: draft_dist(logits, ctx.draft_sampler)
+        static = self.static_tree()
+
+        def tree_mask(hi: int, d: int) -> jax.Array:  # [B, hi, hi] ancestor mask of nodes :hi
+            if static is None:
+                return ancestors(parent[:, :hi], d)
+            return jnp.broadcast_to(static_ancestors(static[0][:hi]), (b, hi, hi))
 
         # 1. The draft ingests its pending tokens; q at the root.
         first = s.pos - s.n_draft_pending + 1
@@ -151,13 +164,13 @@ class _DraftTree(Method):
             valid = valid.at[:, lo:hi].set(lvl.valid)
             value, level_valid = lvl.value, lvl.valid
             if d < n_levels:  # q at this level's nodes: draft call on levels 1..d (the root is cached)
-                anc = ancestors(parent[:, :hi], d)[:, 1:, 1:]
+                anc = tree_mask(hi, d)[:, 1:, 1:]
                 last_out = ctx.draft(tokens[:, 1:hi], s.pos[:, None] + depth_n[1:hi], dcache, anc)
                 q_level = q_of(last_out.logits[:, lo - 1 : hi - 1])
                 q_nv = q_nv.at[:, lo:hi].set(q_level)
 
         # 3. One target call on the whole tree.
-        anc_bnn = ancestors(parent, n_levels)
+        anc_bnn = tree_mask(n_nodes, n_levels)
         cache = s.cache.read()
         tout = ctx.target(tokens, s.pos[:, None] + depth_n, cache, anc_bnn)
 
@@ -168,11 +181,16 @@ class _DraftTree(Method):
             path, n_acc, emitted = jax.vmap(verify)(pred_bn, tokens, parent, valid, anc_bnn)
         else:
             p_bnv = warp(tout.logits, ctx.sampler)
-            kids = children(parent, sib, valid, max(self.max_children_per_level()))
+            max_children = max(self.max_children_per_level())
+            if static is None:
+                kids = children(parent, sib, valid, max_children)
+            else:  # the static tree's children, less the invalid candidates
+                kids_nc = static_children(*static, max_children)
+                kids = jnp.where(valid[:, np.maximum(kids_nc, 0)] & (kids_nc >= 0), kids_nc, -1)
             rule = self.rule(ctx.draft_sampler)
-            u, g = draw_noise(keys[-1], (b, n_levels + 1), kids.shape[-1], p_bnv.shape[-1])
-            verify = lambda *a: walk_tree(rule, *a)
-            path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, q_nv, tokens, kids)
+            u, g = draw_noise(keys[-1], (b, n_levels + 1), max_children, p_bnv.shape[-1])
+            verify = lambda *a: walk_tree(rule, *a, depth_n)
+            path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, q_nv, tokens, kids, anc_bnn)
 
         # 5. Commit (stage) the accepted path; y becomes pending.
         n_keep = jnp.where(active_b, n_acc, 0)
@@ -199,6 +217,10 @@ class _DraftTree(Method):
         return RoundOut(new, emitted, n_acc + 1, stats)
 
     def carry(self, state: SpecState) -> None:
+        return None
+
+    def static_tree(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(parent[N], sibling rank[N]) when the tree's shape is fixed in advance, else None."""
         return None
 
 
@@ -230,6 +252,16 @@ class Speculative(_DraftTree):
 
     def max_children_per_level(self) -> tuple[int, ...]:
         return self.branching
+
+    def static_tree(self) -> tuple[np.ndarray, np.ndarray]:
+        """Level d's nodes are the branching[d - 1] children of each level d - 1 node, in order."""
+        starts = np.concatenate([[0, 1], 1 + np.cumsum(self.widths)])  # level d starts at starts[d]
+        parent, sib = [np.array([-1])], [np.array([0])]
+        for d, m in enumerate(self.branching, start=1):
+            w_prev = starts[d] - starts[d - 1]
+            parent.append(starts[d - 1] + np.repeat(np.arange(w_prev), m))
+            sib.append(np.tile(np.arange(m), w_prev))
+        return np.concatenate(parent).astype(np.int32), np.concatenate(sib).astype(np.int32)
 
     def expand(self, key, q_bwv, value_bw, valid_bw, d: int, greedy_draft: bool) -> Level:
         m = self.branching[d]

@@ -27,7 +27,7 @@ import numpy as np
 
 from rocket.decode.engine import Ctx, Method, RoundOut, StagedCache, Stats, last_prompt_token, prefill
 from rocket.decode.sampling import warp
-from rocket.decode.trees import children, last_occurrence, template_tree
+from rocket.decode.trees import last_occurrence, static_ancestors, static_children, template_tree
 from rocket.decode.verify import draw_noise, greedy_tree, walk_tree
 
 # The paper's "2.2.2" template: rank paths per depth (8, 21, 25, 15, 8, 3 nodes at depths 1..6).
@@ -113,9 +113,7 @@ class TokenRecycling(Method):
         for d in range(1, max_depth + 1):
             idx = np.flatnonzero(depth_n == d)
             tokens = tokens.at[:, idx].set(s.adjacency[bi, tokens[:, parent_n[idx]], rank_n[idx]])
-        anc_nn = np.eye(n, dtype=bool)
-        for i in range(1, n):
-            anc_nn[i] |= anc_nn[parent_n[i]]
+        anc_nn = static_ancestors(parent_n)
         # 2. One target call on the tree.
         anc_bnn = jnp.broadcast_to(jnp.asarray(anc_nn), (b, n, n))
         cache = s.cache.read()
@@ -129,10 +127,10 @@ class TokenRecycling(Method):
             path, n_acc, emitted = jax.vmap(verify)(pred_bn, tokens, parent_bn, valid_bn, anc_bnn)
         else:
             p_bnv = warp(out.logits, ctx.sampler)
-            kids = children(parent_bn, jnp.broadcast_to(jnp.asarray(rank_n), (b, n)), valid_bn, self.k)
+            kids = static_children(parent_n, rank_n, self.k)
             u, g = draw_noise(key, (b, max_depth + 1), self.k, p_bnv.shape[-1])
-            verify = lambda u, g, p, t, c: walk_tree("deterministic", u, g, p, p, t, c)
-            path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, tokens, kids)
+            verify = lambda u, g, p, t: walk_tree("deterministic", u, g, p, p, t, kids, anc_nn, depth_n)
+            path, n_acc, emitted = jax.vmap(verify)(u, g, p_bnv, tokens)
         # 4. Update M from every node (recycling), commit the accepted path.
         adj = update_adjacency(s.adjacency, tokens, out.logits, valid_bn & active_b[:, None])
         staged = StagedCache(cache, out.new_kv.take(path), jnp.where(active_b, n_acc + 1, 0))
