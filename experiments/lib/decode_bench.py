@@ -143,21 +143,46 @@ def modelled(row: dict, method, draft_name: str | None, t: dict) -> tuple[float,
     )
 
 
-class RoundCalls:
-    """The model calls of one round of `method` (its target verify call, then its draft calls, at the
-    cache size its generation uses), timed interleaved with its decoding: `time(rounds)` after every
-    timed generation runs the round's calls for as many iterations as that generation had rounds
-    (`calls_loop`: one loop of the same length as the generation's, so the load of a shared machine
-    hits both sides of the round / model-call ratio alike); `seconds` is the best per-round time."""
+def prefill_loop(models: list[ModelStep], width: int, max_len: int) -> Callable[[], float]:
+    """-> once(): seconds of prefilling a fresh `max_len`-slot cache of each model in `models` with a
+    `width`-token prompt (batch 1), warm, inside one jit: the calls a generation makes before its
+    first round."""
 
-    def __init__(self, models: dict, method, draft_name: str | None, max_len: int):
+    @jax.jit
+    def run(models, prompt_bp):
+        return [prefill(m, m.new_cache(1, max_len), prompt_bp, jnp.array([width]))[1] for m in models]
+
+    prompt_bp = jnp.ones((1, width), jnp.int32)
+    jax.block_until_ready(run(models, prompt_bp))
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(models, prompt_bp))
+        return time.perf_counter() - t0
+
+    return once
+
+
+class RoundCalls:
+    """The model calls of `method`'s generation, timed interleaved with it: `time(rounds)` after every
+    timed generation runs the prefill of its models (`prefill_loop`, the prompt's width) and its
+    round's calls (its target verify call, then its draft calls, at the cache size its generation
+    uses) for as many iterations as that generation had rounds (`calls_loop`: one loop of the same
+    length as the generation's, so the load of a shared machine hits both sides of the round /
+    model-call ratio alike); `seconds` is the best of (prefill + rounds x calls) / rounds, the model
+    time a round of that generation carries."""
+
+    def __init__(self, models: dict, method, draft_name: str | None, prompt_width: int, max_len: int):
         verify, draft_widths = call_widths(method)
         calls = [(models["target"], verify)] + [(models[draft_name], w) for w in draft_widths]
         self.once = calls_loop(calls, max_len)
+        prefilled = [models["target"]] + ([models[draft_name]] if draft_widths else [])
+        self.prefill = prefill_loop(prefilled, prompt_width, max_len)
         self.seconds = float("inf")
 
     def time(self, rounds: int) -> None:
-        self.seconds = min(self.seconds, self.once(max(rounds, 1)))
+        rounds = max(rounds, 1)
+        self.seconds = min(self.seconds, self.once(rounds) + self.prefill() / rounds)
 
 
 def run_method(
@@ -237,7 +262,8 @@ def measure(
     must come first in `runs`), `model_speedup` / `flat_speedup` (`modelled`), `theory_mat` (chains
     only), `same_as_ar` (greedy runs: output identical to greedy AR, else None), `tokens`, and the
     round's cost split: `round_s` (measured seconds per round = per target call), `model_call_s` (its
-    model calls alone: `RoundCalls`, timed between the generations at the run's own cache size) and
+    model calls alone, the prompt's prefill included: `RoundCalls`, timed between the generations at
+    the run's own cache size) and
     `round_overhead` = round_s / model_call_s (1.0: sampling, verification, tree building and
     bookkeeping cost nothing).
 
@@ -262,7 +288,9 @@ def measure(
     base, results, ar_runs = {}, [], {}
     for name, method, draft, sampler in runs:
         t0 = time.time()
-        calls = RoundCalls(models, method, draft, prompt_width + max_new_tokens + method.block_width)
+        calls = RoundCalls(
+            models, method, draft, prompt_width, prompt_width + max_new_tokens + method.block_width
+        )
         r = decode(method, draft, sampler, between=calls.time)
         if isinstance(method, Autoregressive):
             base[sampler], ar_runs[sampler] = r, (method, draft)
