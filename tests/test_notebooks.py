@@ -2,10 +2,11 @@
 
 Each notebook is executed by nbclient in a fresh `python3` kernel (a child process: it inherits this
 process's environment, so the persistent compilation cache set up in conftest.py applies) with the
-fast codegen of `tests.helpers.FAST_COMPILE` and `ROCKET_NOTEBOOK_QUICK=1`, its working directory (where `runs/` goes) in a
-tmp folder and the corpus cache in another. A failing cell (an exception, or one of the notebook's own checks, e.g. greedy
-speculative decoding == greedy AR) raises `CellExecutionError`; the outputs are then checked for the
-numbers and pictures each notebook exists to show.
+fast codegen of `tests.helpers.FAST_COMPILE` and `ROCKET_NOTEBOOK_QUICK=1`, its working directory
+(where `runs/` goes) in a tmp folder and the corpus cache in another. A failing cell (an exception,
+or one of the notebook's own checks, e.g. greedy speculative decoding == greedy AR) raises
+`CellExecutionError`; the outputs are then checked for the numbers and pictures each notebook exists
+to show.
 """
 
 from __future__ import annotations

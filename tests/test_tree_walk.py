@@ -23,7 +23,7 @@ def sequential_walk(rule, u_dm, g_dv, p_nv, q_nv, tokens_n, children_nc):
     node, path, emitted = 0, [0] * (depth + 1), [0] * (depth + 1)
     for d in range(depth + 1):
         kids = children_nc[node]
-        j, tok = verify_node(
+        j, tok = node_kernel(
             rule, u_dm[d], g_dv[d], p_nv[node], q_nv[node], tokens_n[np.maximum(kids, 0)], kids >= 0
         )
         emitted[d] = int(tok)
